@@ -1,0 +1,135 @@
+"""Hydra launcher ``resnet_ablate_local``: cells as worker processes on this machine.
+
+Each worker is ``python -m resnet_ablate train <overrides>`` pinned to one GPU through CUDA_VISIBLE_DEVICES
+(``jobs_per_gpu`` workers share a GPU; the CPU when there is none), its output in the cell's ``train.log``.
+Ended cells are skipped before a worker starts; a failing cell is recorded and the rest go on unless
+``fail_fast``. Ctrl-C terminates the workers; checkpoints and results are written atomically, so the store
+holds every ended cell and the latest checkpoint of the others.
+"""
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.plugins.launcher import Launcher
+
+
+@dataclass
+class LocalLauncherConf:
+    _target_: str = "hydra_plugins.resnet_ablate_launcher.local_launcher.LocalLauncher"
+    jobs_per_gpu: Any = "${launcher.jobs_per_gpu}"
+    gpus: Any = "${launcher.gpus}"
+    fail_fast: Any = "${launcher.fail_fast}"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="resnet_ablate_local", node=LocalLauncherConf, provider="resnet_ablate")
+
+
+def visible_gpus(gpus: Optional[str]) -> List[str]:
+    if gpus:
+        return [g.strip() for g in str(gpus).split(",") if g.strip()]
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+class LocalLauncher(Launcher):
+    def __init__(self, jobs_per_gpu: int = 1, gpus: Optional[str] = None, fail_fast: bool = False) -> None:
+        self.jobs_per_gpu, self.gpus, self.fail_fast = int(jobs_per_gpu), gpus, bool(fail_fast)
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.config = hydra_context, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from resnet_ablate import store
+        from resnet_ablate.progress import SweepDisplay
+        from resnet_ablate.sweep import needs_run
+
+        jobs = []
+        for overrides in job_overrides:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            cfg.pop("hydra", None)
+            jobs.append((list(overrides), cfg, store.run_dir(cfg)))
+        slots: "queue.Queue[Optional[str]]" = queue.Queue()
+        for slot in (visible_gpus(self.gpus) or [None]) * self.jobs_per_gpu:
+            slots.put(slot)
+        returns: List[Optional[JobReturn]] = [None] * len(jobs)
+        procs: dict = {}
+        stop = threading.Event()
+        display = SweepDisplay([(filter_overrides(o), d, cfg.train.iterations, cfg.train.batch_size) for o, cfg, d in jobs])
+
+        def run(i: int) -> None:
+            overrides, cfg, directory = jobs[i]
+            if not needs_run(cfg, directory):
+                returns[i] = _job_return(overrides, store.read_json(directory / "result.json"), JobStatus.COMPLETED)
+                display.finish(i, "skipped")
+                return
+            slot = slots.get()
+            try:
+                if stop.is_set():
+                    return
+                env = dict(os.environ, PYTHONUNBUFFERED="1")
+                if slot is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = slot
+                directory.mkdir(parents=True, exist_ok=True)
+                with open(directory / "train.log", "ab") as log:
+                    proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    procs[i] = proc
+                    display.start(i, slot)
+                    code = proc.wait()
+                result = store.read_json(directory / "result.json") or {"status": "failed"}
+                ok = code == 0
+                returns[i] = _job_return(overrides, result, JobStatus.COMPLETED if ok else JobStatus.FAILED,
+                                         None if ok else RuntimeError(f"cell exited {code}; see {directory / 'train.log'}"))
+                display.finish(i, result["status"] if ok else ("stopped" if stop.is_set() else "failed"))
+                if not ok and self.fail_fast:
+                    stop.set()
+                    _terminate(procs)
+            finally:
+                slots.put(slot)
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(jobs))]
+        try:
+            with display:
+                for t in threads:
+                    t.start()
+                while any(t.is_alive() for t in threads):
+                    display.refresh()
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            stop.set()
+            _terminate(procs)
+            raise
+        for i, r in enumerate(returns):
+            if r is None:  # not started (fail-fast)
+                returns[i] = _job_return(jobs[i][0], {"status": "not started"}, JobStatus.FAILED, RuntimeError("not started"))
+        return returns  # type: ignore[return-value]
+
+
+def _job_return(overrides: List[str], value: Any, status: JobStatus, error: Optional[BaseException] = None) -> JobReturn:
+    ret = JobReturn(overrides=overrides, status=status)
+    ret._return_value = error if error is not None else value
+    return ret
+
+
+def _terminate(procs: dict) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,201 @@
+"""Datasets: CIFAR-10/100 read from torchvision's on-disk layout (held on the device, augmented in batched
+ops), a synthetic dataset written in the same layout, and ImageNet image folders (Table 5)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from .config import Dataset, Normalize, data_root
+
+CIFAR_MEAN = (125.3, 123.0, 113.9)  # PAPER.md §4, per channel on 0..255
+CIFAR_STD = (63.0, 62.1, 66.7)
+LAYOUT = {  # folder, training files, test file, label key
+    Dataset.cifar10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
+    Dataset.cifar100: ("cifar-100-python", ["train"], "test", "fine_labels"),
+}
+
+
+def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for name in files:
+        with open(folder / name, "rb") as f:
+            d = pickle.load(f, encoding="latin1")
+        xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[label_key], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def write_synthetic(folder: Path, n_train: int, n_test: int, seed: int = 0, classes: int = 10) -> None:
+    """A learnable stand-in for CIFAR-10 in its exact on-disk format: each class a smooth colour pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(40, 215, size=(classes, 3, 4, 4)).repeat(8, axis=2).repeat(8, axis=3)
+
+    def make(n):
+        y = rng.integers(0, classes, n)
+        x = templates[y] + rng.normal(0, 40, size=(n, 3, 32, 32))
+        return np.clip(x, 0, 255).astype(np.uint8).reshape(n, -1), y.tolist()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = make(n_train)
+    for i, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):
+        _dump(folder / f"data_batch_{i}", {"data": x[part], "labels": [y[j] for j in part]})
+    x, y = make(n_test)
+    _dump(folder / "test_batch", {"data": x, "labels": y})
+    _dump(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(classes)]})
+
+
+def _dump(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+    tmp.replace(path)
+
+
+def load_cifar(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images uint8 N×3×32×32, train labels, test images, test labels) of cfg.data."""
+    name, root = Dataset(cfg.data.name), data_root(cfg)
+    if name is Dataset.synthetic:
+        folder = root / "synthetic" / f"{cfg.data.synthetic_train}-{cfg.data.synthetic_test}" / "cifar-10-batches-py"
+        if not (folder / "batches.meta").exists():
+            write_synthetic(folder, cfg.data.synthetic_train, cfg.data.synthetic_test)
+        name = Dataset.cifar10
+    else:
+        folder = root / LAYOUT[name][0]
+    sub, train_files, test_file, label_key = LAYOUT[name]
+    if not (folder / test_file).exists():
+        _download(name, root, folder, cfg.data.download)
+    return (*_read_batches(folder, train_files, label_key), *_read_batches(folder, [test_file], label_key))
+
+
+def _download(name: Dataset, root: Path, folder: Path, allowed: bool) -> None:
+    import torchvision
+
+    why = "downloading is off (data.download=false)"
+    if allowed:
+        cls = torchvision.datasets.CIFAR10 if name is Dataset.cifar10 else torchvision.datasets.CIFAR100
+        try:
+            cls(str(root), train=True, download=True)
+            return
+        except Exception as e:  # no network, a full disk, a checksum mismatch: all end the same way
+            why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    raise FileNotFoundError(
+        f"{name.value} not found at {folder} and {why}; put the '{folder.name}' folder under {root} "
+        f"or point data.root / RESNET_ABLATE_DATA at its parent"
+    )
+
+
+class CifarOnDevice:
+    """CIFAR held on the device, normalised and zero-padded by 4 once (the authors' order: normalise, then pad).
+
+    A training batch is one gather: a random 32×32 crop of the padded image with the horizontal flip folded into
+    the column index. Epoch e visits the images in a permutation seeded by (seed, e), so any iteration's batch
+    can be rebuilt on resume; crop and flip draw from ``generator``, whose state goes into checkpoints.
+    """
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        xtr, ytr, xte, yte = load_cifar(cfg)
+        std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1) / 255
+        if Normalize(cfg.data.normalize) is Normalize.pixel:
+            mean = torch.from_numpy(xtr).float().mean(0, keepdim=True) / 255
+        else:
+            mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) / 255
+
+        def norm(x):
+            return (torch.from_numpy(x).float() / 255 - mean) / std
+
+        self.device, self.seed, self.batch = device, cfg.seed, cfg.train.batch_size
+        self.train_x = torch.nn.functional.pad(norm(xtr), (4, 4, 4, 4)).to(device)
+        self.train_y = torch.from_numpy(ytr).to(device)
+        self.test_x, self.test_y = norm(xte).to(device), torch.from_numpy(yte).to(device)
+        self.steps_per_epoch = len(ytr) // self.batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.batch_size {self.batch} exceeds the {len(ytr)} training images")
+        self.generator = torch.Generator(device).manual_seed(cfg.seed)
+        self._perm_epoch, self._perm = -1, None
+        self._arange = torch.arange(32, device=device)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.train_y), generator=g, device=self.device)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def train_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, step = divmod(iteration, self.steps_per_epoch)
+        idx = self._permutation(epoch)[step * self.batch : (step + 1) * self.batch]
+        n, g = len(idx), self.generator
+        dy = torch.randint(0, 9, (n, 1), generator=g, device=self.device)
+        dx = torch.randint(0, 9, (n, 1), generator=g, device=self.device)
+        flip = torch.rand(n, 1, generator=g, device=self.device) < 0.5
+        rows = dy + self._arange
+        cols = dx + torch.where(flip, 31 - self._arange, self._arange)
+        x = self.train_x[idx[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # n×32×32×3
+        return x.permute(0, 3, 1, 2), self.train_y[idx]
+
+    def test_batches(self, size: int = 500):
+        for i in range(0, len(self.test_y), size):
+            yield self.test_x[i : i + size], self.test_y[i : i + size]
+
+    def rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+class ImageFolderData:
+    """ImageNet from data.root/imagenet/{train,val} with the paper's augmentation (scale 256–480, crop, flip),
+    through torchvision's ImageFolder and a standard DataLoader. Resumes at epoch granularity of the sampler."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        from torchvision import datasets, transforms as T
+
+        folder = data_root(cfg) / "imagenet"
+        if not (folder / "train").is_dir():
+            raise FileNotFoundError(f"ImageNet not found: expected {folder}/train/<class>/* and {folder}/val/<class>/*")
+        norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        train_tf = T.Compose([T.RandomChoice([T.Resize(s) for s in range(256, 481, 32)]),
+                              T.RandomCrop(cfg.data.image_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        size = cfg.data.test_size
+        test_tf = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(), norm])
+        self.train_set = datasets.ImageFolder(str(folder / "train"), train_tf)
+        self.test_set = datasets.ImageFolder(str(folder / "val"), test_tf)
+        self.device, self.seed, self.batch, self.workers = device, cfg.seed, cfg.train.batch_size, cfg.data.workers
+        self.steps_per_epoch = max(1, len(self.train_set) // self.batch)
+        self._epoch, self._iter = -1, None
+
+    def _loader(self, dataset, shuffle: bool, epoch: int = 0):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.utils.data.DataLoader(dataset, self.batch, shuffle=shuffle, generator=g, drop_last=shuffle,
+                                           num_workers=self.workers, pin_memory=self.device.type == "cuda")
+
+    def train_batch(self, iteration: int):
+        epoch, step = divmod(iteration, self.steps_per_epoch)
+        if epoch != self._epoch:  # a new epoch, or a resume: skip the batches this epoch already used
+            self._epoch, self._iter = epoch, iter(self._loader(self.train_set, True, epoch))
+            for _ in range(step):
+                next(self._iter)
+        x, y = next(self._iter)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def test_batches(self, size: int = 0):
+        for x, y in self._loader(self.test_set, False):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def rng_state(self) -> torch.Tensor:  # augmentation draws from the loader seeded per epoch
+        return torch.empty(0, dtype=torch.uint8)
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        pass
+
+
+def make_data(cfg: DictConfig, device: torch.device):
+    if Dataset(cfg.data.name) is Dataset.imagenet:
+        return ImageFolderData(cfg, device)
+    return CifarOnDevice(cfg, device)

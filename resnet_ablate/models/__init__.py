@@ -1,0 +1,78 @@
+"""Build the paper's networks from configs, and describe them.
+
+>>> from resnet_ablate.config import compose
+>>> from resnet_ablate.models import build_model
+>>> net = build_model(compose(["model=resnet110", "unit=full_preact"]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from ..config import Block
+from .resnet import CONVS_PER_UNIT, ResNet, build_resnet, units_per_stage
+from .shortcuts import SHORTCUTS
+from .units import PLACEMENTS, Placement, ResidualUnit
+
+__all__ = ["build_model", "describe", "ResNet", "ResidualUnit", "Placement", "PLACEMENTS", "SHORTCUTS"]
+
+
+def build_model(cfg: DictConfig) -> ResNet:
+    """The network of a composed config (``model``, ``unit``, ``shortcut``, ``data.num_classes``)."""
+    return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes)
+
+
+def count_macs(net: nn.Module, image_size: int) -> int:
+    """Multiply-adds of one forward pass of one image (convs and the classifier)."""
+    total = 0
+
+    def hook(m, inputs, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+            total += out[0].numel() * k
+        else:
+            total += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, 3, image_size, image_size))
+    net.train(was_training)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def describe(cfg: DictConfig, net: ResNet | None = None) -> dict[str, Any]:
+    """The architecture summary shown by ``resnet-ablate describe``."""
+    net = net or build_model(cfg)
+    place = Placement.from_spec(cfg.unit.branch, cfg.unit.after_add)
+    units = [u for u in net.modules() if isinstance(u, ResidualUnit)]
+    branch_convs = sum(isinstance(m, nn.Conv2d) for u in units for m in u.branch.modules())
+    stem_convs = sum(isinstance(m, nn.Conv2d) for m in net.stem.modules())
+    image = cfg.data.image_size if cfg.data.name == "imagenet" else 32
+
+    def join(ops):
+        return "-".join(ops) or "none"
+
+    return {
+        "model": cfg.model.name,
+        "unit": cfg.unit.name,
+        "shortcut": str(getattr(cfg.shortcut.kind, "value", cfg.shortcut.kind)),
+        "depth": stem_convs + branch_convs + 1,
+        "params": sum(p.numel() for p in net.parameters()),
+        "macs": count_macs(net, image),
+        "units_per_stage": units_per_stage(cfg.model),
+        "branch": join(place.branch_ops(CONVS_PER_UNIT[Block(cfg.model.block)])),
+        "after_add": join(place.after_add),
+        "preactivation": place.preact,
+        "before_split_in_first_unit": join(place.pre),
+        "before_pooling": join(place.pre),
+        "num_classes": cfg.data.num_classes,
+    }

@@ -1,0 +1,102 @@
+"""The network: stem, stages of residual units, (pre-activation) final activation, pooling, classifier.
+
+``_stage`` is the one place where depth becomes units (PAPER.md §3): CIFAR basic nets have depth 6n+2,
+bottleneck nets 9n+2, one-layer-skip nets 3n+2; ImageNet nets give their units per stage explicitly.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import Block, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
+from .shortcuts import PadA, make_shortcut, projection
+from .units import ConvSpec, Placement, ResidualUnit, build_ops
+
+CONVS_PER_UNIT = {Block.basic: 2, Block.bottleneck: 3, Block.single: 1}
+EXPANSION = {Block.basic: 1, Block.bottleneck: 4, Block.single: 1}
+
+
+def units_per_stage(model: ModelConfig) -> list[int]:
+    if model.stages is not None:
+        return list(model.stages)
+    block = Block(model.block)
+    per_unit = CONVS_PER_UNIT[block]
+    step = per_unit * len(model.widths)
+    if model.depth < step + 2 or (model.depth - 2) % step:
+        valid = ", ".join(str(step * n + 2) for n in (1, 2, 3, 5, 9, 18)) + ", …"
+        raise ValueError(
+            f"depth {model.depth} is not {step}n+2 for a {block.value} net; valid depths: {valid}"
+        )
+    return [(model.depth - 2) // step] * len(model.widths)
+
+
+def _unit_convs(block: Block, width: int, stride: int, stride_on: str) -> list[ConvSpec]:
+    if block is Block.single:
+        return [ConvSpec(width, 3, stride)]
+    if block is Block.basic:
+        return [ConvSpec(width, 3, stride), ConvSpec(width, 3)]
+    if stride_on not in ("first_1x1", "3x3"):
+        raise ValueError(f"model.stride_on must be first_1x1 or 3x3, got {stride_on!r}")
+    s1, s3 = (stride, 1) if stride_on == "first_1x1" else (1, stride)
+    return [ConvSpec(width, 1, s1), ConvSpec(width, 3, s3), ConvSpec(4 * width, 1)]
+
+
+class ResNet(nn.Module):
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, final_act: nn.Module, channels: int, num_classes: int):
+        super().__init__()
+        self.stem, self.stages, self.final_act = stem, stages, final_act
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        x = self.final_act(self.stages(self.stem(x)))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def build_resnet(model: ModelConfig, unit: UnitConfig, shortcut: ShortcutConfig, num_classes: int) -> ResNet:
+    block = Block(model.block)
+    place = Placement.from_spec(unit.branch, unit.after_add)
+    counts = units_per_stage(model)
+    if len(counts) != len(model.widths):
+        raise ValueError(f"model.stages has {len(counts)} entries but model.widths has {len(model.widths)}")
+    proj_bn = (not place.preact) if model.projection_bn is None else model.projection_bn
+
+    stem_ops = [] if place.preact else ["bn", "relu"]
+    if Stem(model.stem) is Stem.imagenet:
+        stem = build_ops(["conv", *stem_ops], 3, [ConvSpec(model.widths[0], 7, 2)])
+        stem.append(nn.MaxPool2d(3, 2, 1))
+    else:
+        stem = build_ops(["conv", *stem_ops], 3, [ConvSpec(model.widths[0], 3)])
+
+    channels, stages = model.widths[0], []
+    for s, (n, width) in enumerate(zip(counts, model.widths)):
+        units = []
+        for i in range(n):
+            stride = 2 if (i == 0 and s > 0) else 1
+            convs = _unit_convs(block, width, stride, model.stride_on)
+            out = convs[-1].out_channels
+            ops = place.branch_ops(len(convs))
+            split = i == 0 and place.preact  # first unit of a stage: pre-activation before the split
+            split_act = build_ops(place.pre, channels) if split else nn.Identity()
+            if split:
+                ops = ops[len(place.pre) :]
+            if stride == 1 and channels == out:
+                path = nn.Identity()
+            elif block is Block.bottleneck or ShortcutOption(model.shortcut_option) is ShortcutOption.B:
+                path = projection(channels, out, stride, proj_bn)
+            else:
+                path = PadA(out - channels, stride)
+            units.append(ResidualUnit(
+                split_act,
+                build_ops(ops, channels, convs),
+                make_shortcut(shortcut, channels, out, stride, path),
+                build_ops(place.after_add, out),
+            ))
+            channels = out
+        stages.append(nn.Sequential(*units))
+
+    net = ResNet(stem, nn.Sequential(*stages), build_ops(place.pre, channels), channels, num_classes)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return net

@@ -1,0 +1,140 @@
+"""Shortcut variants of Table 1: how the shortcut h(x) and the residual F(x) are combined.
+
+Every shortcut is ``forward(x, fx) -> y`` around a *path* for x: the identity, option A (subsample and
+zero-pad) where a unit changes shape, or a 1x1 projection. The variants scale, gate or drop that path
+right before the addition (PAPER.md §1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SHORTCUTS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def add(factory):
+        if name in SHORTCUTS:
+            raise KeyError(f"shortcut {name!r} is already registered")
+        SHORTCUTS[name] = factory
+        return factory
+
+    return add
+
+
+class PadA(nn.Module):
+    """Option A: parameter-free; subsample x[:, :, ::s, ::s] and zero-pad the new channels."""
+
+    def __init__(self, extra_channels: int, stride: int):
+        super().__init__()
+        self.extra, self.stride = extra_channels, stride
+
+    def forward(self, x):
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra))
+
+
+def projection(in_ch: int, out_ch: int, stride: int, bn: bool) -> nn.Module:
+    """Option B / bottleneck projection: a 1x1 conv (no bias), optionally followed by BN."""
+    conv = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_ch)) if bn else nn.Sequential(conv)
+
+
+class Sum(nn.Module):
+    """y = h(x) + F(x): the identity shortcut (original), and the 1x1 conv shortcut when h is a projection."""
+
+    def __init__(self, path: nn.Module):
+        super().__init__()
+        self.path = path
+
+    def forward(self, x, fx):
+        return self.path(x) + fx
+
+
+class Scaling(nn.Module):
+    """y = λ·h(x) + μ·F(x); λ = 0 removes the shortcut (a plain net)."""
+
+    def __init__(self, path: nn.Module, scale: float, scale_residual: float):
+        super().__init__()
+        self.path, self.scale, self.scale_residual = path, scale, scale_residual
+
+    def forward(self, x, fx):
+        if self.scale == 0:
+            return self.scale_residual * fx
+        return self.scale * self.path(x) + self.scale_residual * fx
+
+
+class Gating(nn.Module):
+    """g = σ(W_g x + b_g); exclusive: (1−g)⊙h(x) + g⊙F(x); shortcut-only: (1−g)⊙h(x) + F(x)."""
+
+    def __init__(self, path: nn.Module, in_ch: int, out_ch: int, stride: int, bias: float, exclusive: bool):
+        super().__init__()
+        self.path, self.exclusive = path, exclusive
+        self.gate = nn.Conv2d(in_ch, out_ch, 1, stride, bias=True)
+        nn.init.constant_(self.gate.bias, bias)
+
+    def forward(self, x, fx):
+        g = torch.sigmoid(self.gate(x))
+        return (1 - g) * self.path(x) + (g * fx if self.exclusive else fx)
+
+
+class DropoutShortcut(nn.Module):
+    """y = dropout(h(x)) + F(x). Paper reading: keep with prob 1−p, no rescaling; ×(1−p) at test.
+    ``inverted``: PyTorch's dropout (÷(1−p) in training, identity at test)."""
+
+    def __init__(self, path: nn.Module, p: float, inverted: bool):
+        super().__init__()
+        self.path, self.p, self.inverted = path, p, inverted
+
+    def forward(self, x, fx):
+        h = self.path(x)
+        if self.inverted:
+            return F.dropout(h, self.p, self.training) + fx
+        if self.training:
+            return h * torch.bernoulli(torch.full_like(h, 1 - self.p)) + fx
+        return h * (1 - self.p) + fx
+
+
+# Factories: (cfg, in_ch, out_ch, stride, path) -> module. ``path`` is chosen by the network builder.
+@register("identity")
+def _identity(cfg, in_ch, out_ch, stride, path):
+    return Sum(path)
+
+
+@register("scaling")
+def _scaling(cfg, in_ch, out_ch, stride, path):
+    if cfg.scale < 0 or cfg.scale_residual < 0:
+        raise ValueError(f"shortcut.scale and shortcut.scale_residual must be >= 0, got {cfg.scale}, {cfg.scale_residual}")
+    return Scaling(path, cfg.scale, cfg.scale_residual)
+
+
+@register("exclusive_gating")
+def _exclusive_gating(cfg, in_ch, out_ch, stride, path):
+    return Gating(path, in_ch, out_ch, stride, cfg.gate_bias, exclusive=True)
+
+
+@register("shortcut_gating")
+def _shortcut_gating(cfg, in_ch, out_ch, stride, path):
+    return Gating(path, in_ch, out_ch, stride, cfg.gate_bias, exclusive=False)
+
+
+@register("conv1x1")
+def _conv1x1(cfg, in_ch, out_ch, stride, path):
+    return Sum(projection(in_ch, out_ch, stride, bn=True))
+
+
+@register("dropout")
+def _dropout(cfg, in_ch, out_ch, stride, path):
+    if not 0 <= cfg.p < 1:
+        raise ValueError(f"shortcut.p must be in [0, 1), got {cfg.p}")
+    return DropoutShortcut(path, cfg.p, cfg.inverted)
+
+
+def make_shortcut(cfg, in_ch: int, out_ch: int, stride: int, path: nn.Module) -> nn.Module:
+    kind = getattr(cfg.kind, "value", cfg.kind)
+    if kind not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut {kind!r}; valid: {', '.join(SHORTCUTS)}")
+    return SHORTCUTS[kind](cfg, in_ch, out_ch, stride, path)

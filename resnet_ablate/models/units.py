@@ -1,0 +1,103 @@
+"""Activation placements (Table 2) as data: a unit's op order, and the residual unit built from it.
+
+A placement is the residual branch written for the *basic* unit (two ``conv`` ops) plus the ops after the
+addition. It splits into ``pre`` (before the first conv), ``mid`` (between convs), ``post`` (after the last
+conv); a bottleneck unit repeats ``mid`` between its three convs, a one-layer unit drops it. A non-empty
+``pre`` makes the net *pre-activation* (PAPER.md §2): the first unit of each stage applies ``pre`` before the
+split, the stem is a bare conv, and ``pre`` runs once more after the last unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+OPS = ("conv", "bn", "relu")
+
+# Table 2: (residual branch, after the addition).
+PLACEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "original": (("conv", "bn", "relu", "conv", "bn"), ("relu",)),
+    "bn_after_add": (("conv", "bn", "relu", "conv"), ("bn", "relu")),
+    "relu_before_add": (("conv", "bn", "relu", "conv", "bn", "relu"), ()),
+    "relu_only_preact": (("relu", "conv", "bn", "relu", "conv", "bn"), ()),
+    "full_preact": (("bn", "relu", "conv", "bn", "relu", "conv"), ()),
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    pre: tuple[str, ...]
+    mid: tuple[str, ...]
+    post: tuple[str, ...]
+    after_add: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, branch: Sequence[str], after_add: Sequence[str]) -> Placement:
+        branch, after_add = tuple(branch), tuple(after_add)
+        for op in branch + after_add:
+            if op not in OPS:
+                raise ValueError(f"unknown op {op!r} in unit spec; valid ops: {', '.join(OPS)}")
+        if "conv" in after_add:
+            raise ValueError("unit.after_add may not contain 'conv'; valid ops there: bn, relu")
+        if branch.count("conv") != 2:
+            raise ValueError(
+                f"unit.branch must hold exactly 2 'conv' ops (it is written for the basic unit), "
+                f"got {branch.count('conv')} in {list(branch)}"
+            )
+        first = branch.index("conv")
+        second = branch.index("conv", first + 1)
+        return cls(branch[:first], branch[first + 1 : second], branch[second + 1 :], after_add)
+
+    @property
+    def preact(self) -> bool:
+        return bool(self.pre)
+
+    def branch_ops(self, n_convs: int) -> list[str]:
+        """The branch's op order for a unit with ``n_convs`` weight layers (1, 2 or 3)."""
+        ops = [*self.pre, "conv"]
+        for _ in range(n_convs - 1):
+            ops += [*self.mid, "conv"]
+        return ops + list(self.post)
+
+
+def placement(name: str) -> Placement:
+    if name not in PLACEMENTS:
+        raise ValueError(f"unknown unit placement {name!r}; valid: {', '.join(PLACEMENTS)}")
+    return Placement.from_spec(*PLACEMENTS[name])
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    out_channels: int
+    kernel: int
+    stride: int = 1
+
+
+def build_ops(ops: Sequence[str], channels: int, convs: Sequence[ConvSpec] = ()) -> nn.Sequential:
+    """Turn an op order into layers: each ``conv`` takes the next ConvSpec; BN follows the current width."""
+    layers: list[nn.Module] = []
+    convs = iter(convs)
+    for op in ops:
+        if op == "conv":
+            c = next(convs)
+            layers.append(nn.Conv2d(channels, c.out_channels, c.kernel, c.stride, c.kernel // 2, bias=False))
+            channels = c.out_channels
+        elif op == "bn":
+            layers.append(nn.BatchNorm2d(channels))
+        else:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ResidualUnit(nn.Module):
+    """x_{l+1} = f(shortcut(x', F(x'))), x' = split_act(x): split_act is the first unit's shared pre-activation."""
+
+    def __init__(self, split_act: nn.Module, branch: nn.Module, shortcut: nn.Module, after_add: nn.Module):
+        super().__init__()
+        self.split_act, self.branch, self.shortcut, self.after_add = split_act, branch, shortcut, after_add
+
+    def forward(self, x):
+        x = self.split_act(x)
+        return self.after_add(self.shortcut(x, self.branch(x)))

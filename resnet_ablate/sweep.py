@@ -1,0 +1,108 @@
+"""Grids of cells: expanding a preset's grid lines, deciding what each cell needs, and running one cell.
+
+A preset (conf/sweep/*.yaml) holds ``hydra.sweeper.params`` (common to every cell) and ``hydra.sweeper.grid``,
+a list of lines in Hydra's override grammar; the grid is the union of each line's Cartesian product. The task
+function owns skip and resume, so any Hydra launcher can run the cells.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from . import store
+from .config import Rerun, compose, conf_dir, identity
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
+
+
+def expand_grid(lines: list[str], params: list[str], arguments: list[str]) -> list[list[str]]:
+    """Cells (lists of overrides) of the union of ``lines``; ``arguments`` replace a line's value per key."""
+    parser = OverridesParser.create()
+    cells: list[list[str]] = []
+    for line in lines or [""]:
+        merged = {}
+        for override in parser.parse_overrides([*params, *shlex.split(line), *arguments]):
+            merged.pop(override.get_key_element(), None)
+            merged[override.get_key_element()] = override
+        for cell in BasicSweeper.split_arguments(list(merged.values()), None)[0]:
+            if cell not in cells:
+                cells.append(cell)
+    return cells
+
+
+def preset_grid(preset: str, arguments: list[str]) -> list[list[str]]:
+    if preset not in presets():
+        raise ValueError(f"unknown sweep preset {preset!r}; valid: {', '.join(presets())}")
+    hydra_cfg = compose([f"sweep={preset}"], return_hydra_config=True).hydra.sweeper
+    params = [f"{k}={v}" for k, v in (hydra_cfg.params or {}).items()]
+    return expand_grid(list(hydra_cfg.grid), params, arguments)
+
+
+@dataclass
+class Cell:
+    overrides: list[str]
+    cfg: DictConfig
+    directory: Path
+
+    @property
+    def status(self) -> str:
+        return store.cell_status(self.directory)
+
+
+def plan(preset: str, arguments: list[str]) -> list[Cell]:
+    cells = []
+    for overrides in preset_grid(preset, arguments):
+        cfg = compose(overrides)
+        cells.append(Cell(overrides, cfg, store.run_dir(cfg)))
+    return cells
+
+
+def needs_run(cfg: DictConfig, directory: Path) -> bool:
+    """False when the cell has ended and the rerun policy keeps its result."""
+    result = store.read_json(directory / "result.json")
+    if result is None:
+        return True
+    rerun = Rerun(cfg.store.rerun)
+    return rerun is Rerun.all or (rerun is Rerun.failed and result["status"] in store.FAILED)
+
+
+def run_cell(cfg: DictConfig, progress=None) -> dict[str, Any]:
+    """Train one cell unless it has ended (per ``store.rerun``) or another process holds it; resume if partial."""
+    from .train import train
+
+    directory = store.run_dir(cfg)
+    with store.cell_lock(directory) as mine:
+        if not mine:
+            return {"status": "running", "key": directory.name}
+        if not needs_run(cfg, directory):
+            return store.read_json(directory / "result.json")
+        if (directory / "result.json").exists():  # a rerun starts from scratch
+            for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "grad_flow.jsonl"):
+                (directory / name).unlink(missing_ok=True)
+        try:
+            return train(cfg, directory, progress)
+        except Exception as e:
+            store.write_json(directory / "result.json", {
+                "status": "failed", "key": directory.name, "error": f"{type(e).__name__}: {e}",
+                "config": identity(cfg)})
+            raise
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def task(cfg: DictConfig) -> dict[str, Any]:
+    """The Hydra task function: ``python -m resnet_ablate.sweep -m sweep=table2 hydra/launcher=…`` works too."""
+    return run_cell(cfg)
+
+
+if __name__ == "__main__":
+    task()

@@ -1,0 +1,226 @@
+"""One grid cell trained with the paper's recipe (PAPER.md §4): SGD, an iteration schedule with warm-up,
+records per evaluation, atomic checkpoints, exact resume, and divergence reported as a result."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import platform
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__, store
+from .config import Compile, Precision, identity
+from .data import make_data
+from .models import ResidualUnit, build_model
+
+Progress = Callable[[int, dict | None], None]
+
+
+def lr_at(iteration: int, t: DictConfig) -> float:
+    """Warm-up at ``warmup_lr``, then ``lr`` divided by 10 at each milestone (iterations, not epochs)."""
+    if iteration < t.warmup_iterations:
+        return t.warmup_lr
+    return t.lr * t.lr_decay ** sum(iteration >= m for m in t.milestones)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at ``path``; a corrupt or truncated one is reported, removed, and training starts over."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        print(f"warning: checkpoint {path} is unreadable ({type(e).__name__}); restarting this run from scratch")
+        path.unlink()
+        return None
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
+
+
+def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """‖∂E/∂x_l‖ at the input of every residual unit, for one batch; leaves weights, BN statistics and RNGs as they were."""
+    units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
+    inputs: list[torch.Tensor] = []
+    hooks = [u.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for u in units]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    rng = _rng_states(x.device)
+    try:
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+        _set_rng_states(rng, x.device)
+    return [g.float().norm().item() for g in grads]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
+    model.eval()
+    loss = top1 = top5 = n = 0.0
+    for x, y in data.test_batches():
+        with autocast():
+            out = model(x).float()
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        k = min(5, out.shape[1])
+        hits = out.topk(k, 1).indices == y[:, None]
+        top1 += (~hits[:, 0]).sum().item()
+        top5 += (~hits.any(1)).sum().item()
+        n += len(y)
+    model.train()
+    return {"test_loss": loss / n, "test_error": top1 / n, "test_error_top5": top5 / n}
+
+
+def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Train the cell of ``cfg`` in ``directory`` (resuming from its checkpoint) and write its result.json."""
+    t = cfg.train
+    device = resolve_device(t.device)
+    seed_everything(cfg.seed, t.deterministic)
+    directory.mkdir(parents=True, exist_ok=True)
+    store.save_config(directory, cfg)
+    ckpt_path, metrics_path, flow_path = directory / "checkpoint.pt", directory / "metrics.jsonl", directory / "grad_flow.jsonl"
+
+    data = make_data(cfg, device)
+    model = build_model(cfg).to(device)
+    cuda = device.type == "cuda"
+    if cuda and t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                          weight_decay=t.weight_decay, fused=cuda or None)
+    use_bf16 = cuda and Precision(t.precision) is Precision.bf16
+
+    def autocast():
+        return torch.autocast("cuda", torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    mode = Compile(t.compile)
+    step_model = model if mode is Compile.none else torch.compile(
+        model, mode="reduce-overhead" if mode is Compile.cudagraphs else None)
+
+    start, elapsed = 0, 0.0
+    stats = torch.zeros(3, dtype=torch.float64, device=device)  # train loss sum, errors, images since last eval
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start, elapsed = ckpt["iteration"], ckpt["elapsed"]
+        stats.copy_(ckpt["stats"])
+        _set_rng_states(ckpt["rng"], device)
+        data.set_rng_state(ckpt["rng"]["data"])
+    for path in (metrics_path, flow_path):
+        store.truncate_jsonl(path, start)
+    flow_batch = None
+    if t.grad_flow and hasattr(data, "train_x"):
+        flow_batch = (data.train_x[: t.batch_size, :, 4:36, 4:36], data.train_y[: t.batch_size])
+        if start == 0:
+            store.append_jsonl(flow_path, {"iteration": 0, "norms": gradient_flow(model, *flow_batch)})
+
+    def save(iteration: int) -> None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
+                 "elapsed": elapsed, "stats": stats.cpu(), "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+                 "rng": {**_rng_states(device), "data": data.rng_state()}}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        store.atomic_write(ckpt_path, buffer.getvalue())
+
+    status, diverged_at, row = "done", None, {}
+    model.train()
+    tick, tick_iteration = time.perf_counter(), start
+    for it in range(start, t.iterations):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(it, t)
+        x, y = data.train_batch(it)
+        if cuda and t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = step_model(x)
+            loss = F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        stats += torch.stack([loss.detach().double() * len(y), (out.argmax(1) != y).sum().double(),
+                              torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+        done = it + 1
+        if progress:
+            progress(done, None)
+        if done % t.eval_every and done != t.iterations:
+            continue
+        now = time.perf_counter()
+        elapsed += now - tick
+        loss_sum, errors, seen = stats.tolist()
+        stats.zero_()
+        row = {"iteration": done, "epoch": round(done / data.steps_per_epoch, 3), "lr": lr_at(it, t),
+               "train_loss": loss_sum / seen, "train_error": errors / seen, **evaluate(model, data, autocast),
+               "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick), "elapsed": round(elapsed, 3)}
+        store.append_jsonl(metrics_path, row)
+        if flow_batch is not None:
+            store.append_jsonl(flow_path, {"iteration": done, "norms": gradient_flow(model, *flow_batch)})
+        if progress:
+            progress(done, row)
+        if not math.isfinite(row["train_loss"]):
+            status, diverged_at = "diverged", done
+            break
+        if done % t.checkpoint_every == 0 or done == t.iterations:
+            save(done)
+        tick, tick_iteration = time.perf_counter(), done
+
+    result = {
+        "status": status, "key": directory.name, "test_error": row.get("test_error"),
+        "test_error_top5": row.get("test_error_top5"), "train_loss": row.get("train_loss"),
+        "iterations": row.get("iteration", start), "diverged_at": diverged_at, "wall_time": round(elapsed, 3),
+        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "git_commit": _git_commit(), "config": identity(cfg),
+    }
+    store.write_json(directory / "result.json", result)
+    return result

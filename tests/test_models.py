@@ -1,0 +1,267 @@
+"""The networks of PAPER.md, exactly: parameter counts, formulas, op orders, pre-activation special cases."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from resnet_ablate.models import PLACEMENTS, SHORTCUTS, ResidualUnit, build_model, describe
+from resnet_ablate.models.shortcuts import PadA
+
+# PAPER.md §3: parameter counts to test against.
+PARAMS = [
+    (["model=resnet110"], 1_727_962),
+    (["model=resnet110", "unit=full_preact"], 1_727_962),
+    (["model=resnet110", "model.shortcut_option=B"], 1_730_714),
+    (["model=resnet20"], 269_722),
+    (["model=resnet56"], 853_018),
+    (["model=resnet1202"], 19_421_274),
+    (["model=resnet164", "unit=full_preact"], 1_703_258),
+    (["model=resnet164", "unit=full_preact", "data=cifar100"], 1_726_388),
+    (["model=resnet1001", "unit=full_preact"], 10_327_706),
+    (["model=resnet1001", "unit=full_preact", "data=cifar100"], 10_350_836),
+    (["model=resnet164"], 1_704_154),
+]
+
+
+@pytest.mark.parametrize("overrides,params", PARAMS, ids=[" ".join(o) for o, _ in PARAMS])
+def test_parameter_counts_match_the_paper(cfg, overrides, params):
+    assert sum(p.numel() for p in build_model(cfg(*overrides)).parameters()) == params
+
+
+def test_resnet1001_conv_weights_are_the_papers_10_2M(cfg):
+    net = build_model(cfg("model=resnet1001", "unit=full_preact"))
+    assert sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Conv2d)) == 10_175_920
+
+
+@pytest.mark.parametrize("model,depth", [("resnet110", 110), ("resnet164", 164), ("resnet110_1layer", 110),
+                                         ("resnet1001", 1001), ("imagenet_resnet152", 152), ("imagenet_resnet200", 200)])
+def test_weight_layers_equal_the_named_depth(cfg, model, depth):
+    c = cfg(f"model={model}", *(["data=imagenet", "data.image_size=64"] if "imagenet" in model else []))
+    assert describe(c)["depth"] == depth
+
+
+def test_imagenet_resnet152_matches_the_standard_parameter_count(cfg):
+    net = build_model(cfg("model=imagenet_resnet152", "data=imagenet"))
+    assert sum(p.numel() for p in net.parameters()) == 60_192_808  # torchvision's resnet152 has the same count
+
+
+def test_resnet110_training_cost_is_about_1_5_gflop_per_image(cfg):
+    macs = describe(cfg("model=resnet110"))["macs"]
+    assert 1.4e9 < 6 * macs < 1.6e9
+
+
+def _unit(net, stage=0, index=1) -> ResidualUnit:
+    return net.stages[stage][index]
+
+
+def _zero_residual(unit: ResidualUnit):
+    """Force F(x) = 0: zero the branch's last BN (post-activation units end their branch with BN)."""
+    bn = [m for m in unit.branch if isinstance(m, nn.BatchNorm2d)][-1]
+    nn.init.zeros_(bn.weight)
+    nn.init.zeros_(bn.bias)
+
+
+def _x(channels=16):
+    return torch.randn(2, channels, 8, 8)
+
+
+def test_constant_scaling_with_zero_residual_returns_relu_of_lambda_x(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=scaling", "shortcut.scale=0.5")).eval()
+    unit = _unit(net)
+    _zero_residual(unit)
+    x = _x()
+    torch.testing.assert_close(unit(x), torch.relu(0.5 * x))
+
+
+def test_constant_scaling_scales_the_residual_too(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=scaling", "shortcut.scale=0", "shortcut.scale_residual=0.5")).eval()
+    unit = _unit(net)
+    x = _x()
+    torch.testing.assert_close(unit(x), torch.relu(0.5 * unit.branch(x)))
+
+
+def test_lambda_zero_drops_every_shortcut_including_downsampling_ones(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=scaling", "shortcut.scale=0", "shortcut.scale_residual=1")).eval()
+    unit = _unit(net, stage=1, index=0)
+    x = _x()
+    torch.testing.assert_close(unit(x), torch.relu(unit.branch(x)))
+
+
+@pytest.mark.parametrize("kind,bias", [("exclusive_gating", -6.0), ("shortcut_gating", -6.0), ("shortcut_gating", 0.0)])
+def test_gate_passes_sigma_of_minus_b_of_the_shortcut(cfg, kind, bias):
+    net = build_model(cfg("model=resnet20", f"shortcut={kind}", f"shortcut.gate_bias={bias}")).eval()
+    unit = _unit(net)
+    nn.init.zeros_(unit.shortcut.gate.weight)  # g = σ(b_g) everywhere
+    _zero_residual(unit)
+    x = _x()
+    torch.testing.assert_close(unit(x), torch.relu((1 - 1 / (1 + math.exp(-bias))) * x))
+    if bias == -6.0:
+        assert abs((1 - 1 / (1 + math.exp(-bias))) - 1 / (1 + math.exp(-6))) < 1e-12  # passes σ(6) ≈ 0.9975
+
+
+def test_exclusive_gate_weights_the_residual_by_g(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=exclusive_gating", "shortcut.gate_bias=-2")).eval()
+    unit = _unit(net)
+    nn.init.zeros_(unit.shortcut.gate.weight)
+    g = 1 / (1 + math.exp(2))
+    x = _x()
+    torch.testing.assert_close(unit(x), torch.relu((1 - g) * x + g * unit.branch(x)))
+
+
+def test_gates_start_at_their_bias(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=exclusive_gating", "shortcut.gate_bias=-6"))
+    gates = [m.shortcut.gate for m in net.modules() if isinstance(m, ResidualUnit)]
+    assert len(gates) == 9 and all(torch.all(g.bias == -6) for g in gates)
+    assert gates[3].stride == (2, 2) and gates[3].in_channels == 16 and gates[3].out_channels == 32
+
+
+def test_dropout_shortcut_scales_by_the_expectation_at_eval_and_masks_without_rescaling_in_training(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=dropout", "shortcut.p=0.5"))
+    unit = _unit(net)
+    _zero_residual(unit)
+    x = _x().abs() + 0.1
+    unit.eval()
+    torch.testing.assert_close(unit(x), 0.5 * x)
+    unit.train()
+    y = unit(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept])  # no rescaling
+    assert 0.3 < kept.float().mean() < 0.7
+
+
+def test_inverted_dropout_shortcut_is_pytorchs(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=dropout", "shortcut.p=0.5", "shortcut.inverted=true"))
+    unit = _unit(net)
+    _zero_residual(unit)
+    x = _x().abs() + 0.1
+    unit.eval()
+    torch.testing.assert_close(unit(x), x)
+    unit.train()
+    y = unit(x)
+    torch.testing.assert_close(y[y != 0], 2 * x[y != 0])
+
+
+def test_conv1x1_shortcut_is_a_projection_with_bn_everywhere(cfg):
+    net = build_model(cfg("model=resnet20", "shortcut=conv1x1"))
+    paths = [m.shortcut.path for m in net.modules() if isinstance(m, ResidualUnit)]
+    assert all(isinstance(p[0], nn.Conv2d) and p[0].kernel_size == (1, 1) and isinstance(p[1], nn.BatchNorm2d) for p in paths)
+
+
+def test_option_a_subsamples_and_zero_pads():
+    x = torch.randn(2, 16, 8, 8)
+    y = PadA(16, 2)(x)
+    assert y.shape == (2, 32, 4, 4)
+    torch.testing.assert_close(y[:, :16], x[:, :, ::2, ::2])
+    assert torch.all(y[:, 16:] == 0)
+
+
+def test_basic_nets_use_option_a_and_bottleneck_nets_project(cfg):
+    basic = build_model(cfg("model=resnet20"))
+    assert isinstance(basic.stages[1][0].shortcut.path, PadA)
+    bottleneck = build_model(cfg("model=resnet164"))
+    first = [bottleneck.stages[s][0].shortcut.path for s in range(3)]
+    assert [p[0].stride for p in first] == [(1, 1), (2, 2), (2, 2)]
+    assert [(p[0].in_channels, p[0].out_channels) for p in first] == [(16, 64), (64, 128), (128, 256)]
+    assert isinstance(bottleneck.stages[0][1].shortcut.path, nn.Identity)
+
+
+def test_bottleneck_stride_on_first_1x1_or_3x3(cfg):
+    convs = [m for m in build_model(cfg("model=resnet164")).stages[1][0].branch if isinstance(m, nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2), (1, 1), (1, 1)]
+    convs = [m for m in build_model(cfg("model=resnet164", "model.stride_on=3x3")).stages[1][0].branch
+             if isinstance(m, nn.Conv2d)]
+    assert [c.stride for c in convs] == [(1, 1), (2, 2), (1, 1)]
+
+
+def _observed_order(unit: ResidualUnit, x) -> tuple[list[str], list[str]]:
+    """Op types in execution order, via forward hooks, split at the addition (branch vs after-add)."""
+    seen = []
+    names = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ReLU: "relu"}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=names[type(m)]: seen.append((m, n)))
+             for part in (unit.branch, unit.after_add) for m in part.modules() if type(m) in names]
+    unit(x)
+    for h in hooks:
+        h.remove()
+    after = set(unit.after_add.modules())
+    return [n for m, n in seen if m not in after], [n for m, n in seen if m in after]
+
+
+EXPECTED = {  # PAPER.md §2, basic and bottleneck
+    "original": ("conv-bn-relu-conv-bn", "conv-bn-relu-conv-bn-relu-conv-bn", "relu"),
+    "bn_after_add": ("conv-bn-relu-conv", "conv-bn-relu-conv-bn-relu-conv", "bn-relu"),
+    "relu_before_add": ("conv-bn-relu-conv-bn-relu", "conv-bn-relu-conv-bn-relu-conv-bn-relu", ""),
+    "relu_only_preact": ("relu-conv-bn-relu-conv-bn", "relu-conv-bn-relu-conv-bn-relu-conv-bn", ""),
+    "full_preact": ("bn-relu-conv-bn-relu-conv", "bn-relu-conv-bn-relu-conv-bn-relu-conv", ""),
+}
+
+
+@pytest.mark.parametrize("unit", list(PLACEMENTS))
+@pytest.mark.parametrize("model,channels,column", [("resnet20", 16, 0), ("resnet164", 64, 1)])
+def test_op_order_observed_through_hooks_is_the_papers(cfg, unit, model, channels, column):
+    net = build_model(cfg(f"model={model}", f"model.depth={20 if model == 'resnet164' else 14}", f"unit={unit}")).eval()
+    branch, after = _observed_order(_unit(net, 0, 1), torch.randn(2, channels, 8, 8))
+    assert "-".join(branch) == EXPECTED[unit][column]
+    assert "-".join(after) == EXPECTED[unit][2]
+
+
+def test_preact_net_has_bare_stem_and_ends_with_bn_relu_before_pooling(cfg):
+    net = build_model(cfg("model=resnet20", "unit=full_preact"))
+    assert [type(m) for m in net.stem] == [nn.Conv2d]
+    assert [type(m) for m in net.final_act] == [nn.BatchNorm2d, nn.ReLU]
+    assert net.final_act[0].num_features == 64
+    post = build_model(cfg("model=resnet20"))
+    assert [type(m) for m in post.stem] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert len(post.final_act) == 0
+    relu_only = build_model(cfg("model=resnet20", "unit=relu_only_preact"))
+    assert [type(m) for m in relu_only.final_act] == [nn.ReLU]
+
+
+def test_preact_first_unit_of_each_stage_activates_before_the_split(cfg):
+    net = build_model(cfg("model=resnet164", "unit=full_preact")).eval()
+    for stage in net.stages:
+        first, second = stage[0], stage[1]
+        assert [type(m) for m in first.split_act] == [nn.BatchNorm2d, nn.ReLU]
+        assert type(first.branch[0]) is nn.Conv2d  # no doubled BN-ReLU
+        assert isinstance(second.split_act, nn.Identity) and type(second.branch[0]) is nn.BatchNorm2d
+    unit = net.stages[1][0]
+    x = torch.randn(2, 64, 8, 8)
+    seen = []
+    unit.shortcut.path[0].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    unit(x)
+    torch.testing.assert_close(seen[0], unit.split_act(x))  # the projection sees the activated x
+    assert len(unit.shortcut.path) == 1  # no BN after projections in pre-act nets (authors' code)
+
+
+COMBOS = [(b, u, s) for b in ("resnet20", "resnet164", "resnet110_1layer") for u in PLACEMENTS for s in SHORTCUTS]
+
+
+@pytest.mark.parametrize("model,unit,shortcut", COMBOS)
+def test_every_combination_trains_one_step_on_cpu(cfg, model, unit, shortcut):
+    depth = {"resnet20": 8, "resnet164": 11, "resnet110_1layer": 5}[model]
+    net = build_model(cfg(f"model={model}", f"model.depth={depth}", f"unit={unit}", f"shortcut={shortcut}"))
+    x = torch.randn(2, 3, 32, 32)
+    loss = net(x).logsumexp(1).mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_resnet1001_runs_a_forward_pass_at_batch_2(cfg):
+    net = build_model(cfg("model=resnet1001", "unit=full_preact")).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_imagenet_nets_take_224_images(cfg):
+    net = build_model(cfg("model=imagenet_resnet152", "unit=full_preact", "data=imagenet", "model.stages=[1,1,1,1]")).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_a_user_defined_placement_from_yaml_values(cfg):
+    c = cfg("unit.name=relu_bn", "unit.branch=[relu,conv,bn,conv,bn]", "unit.after_add=[relu]", "model=resnet20",
+            "model.depth=14")
+    branch, after = _observed_order(_unit(build_model(c).eval()), _x())
+    assert "-".join(branch) == "relu-conv-bn-conv-bn" and after == ["relu"]
