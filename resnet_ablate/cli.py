@@ -11,8 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Reproduce and extend the ablations of 'Identity Mappings in Deep Residual Networks'.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Reproduce and extend the ablations of 'Identity Mappings in Deep Residual Networks'.",
+)
 out = Console()
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. model=resnet110 unit=full_preact seed=1")
 
@@ -48,7 +52,9 @@ def compose_or_fail(overrides: list[str]):
 
 
 @app.command()
-def describe(overrides: Optional[list[str]] = OVERRIDES, as_json: bool = typer.Option(False, "--json", help="One JSON object.")):
+def describe(
+    overrides: Optional[list[str]] = OVERRIDES, as_json: bool = typer.Option(False, "--json", help="One JSON object.")
+):
     """Architecture summary: parameters, multiply-adds, weight layers, units per stage, the unit's op order."""
     from .models import describe as summary
 
@@ -62,7 +68,10 @@ def describe(overrides: Optional[list[str]] = OVERRIDES, as_json: bool = typer.O
         return
     table = Table(show_header=False, box=None)
     for key, value in info.items():
-        table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+        table.add_row(
+            key.replace("_", " "),
+            f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value),
+        )
     out.print(table)
 
 
@@ -81,7 +90,7 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
         build_model(cfg)  # fail on a bad architecture before touching the store
     except (ValueError, PermissionError) as e:
         fail(str(e))
-    label = " ".join(overrides or []) or "defaults"
+    label = store.run_key(cfg)
     try:
         if quiet:
             result = run_cell(cfg)
@@ -91,8 +100,10 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
     except (FileNotFoundError, RuntimeError) as e:
         fail(str(e).splitlines()[0], 1)
     err = result.get("test_error")
-    out.print(f"{result['status']}: {store.run_dir(cfg)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
-              highlight=False)
+    out.print(
+        f"{result['status']}: {store.run_dir(cfg)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
+        highlight=False,
+    )
 
 
 @app.command()
@@ -116,6 +127,7 @@ def sweep(
     args += [f"launcher.gpus='{gpus}'"] if gpus else []
     try:
         cells = plan(preset, args)
+        _check_architectures(cells)
     except Exception as e:
         fail(one_line(e))
     if dry_run:
@@ -136,38 +148,61 @@ def sweep(
     except KeyboardInterrupt:
         fail("interrupted: ended cells and the latest checkpoints are kept; rerun the same command to resume", 130)
     _print_cells(cells, None)
+    failed = sum(c.status == "failed" for c in cells)
+    if failed:
+        fail(f"{failed} cell(s) failed; their errors are in result.json and train.log; rerun with --retry-failed", 1)
+
+
+def _check_architectures(cells) -> None:
+    """Build each distinct architecture of a grid on the meta device: a bad combination fails before any training."""
+    import torch
+
+    from .models import build_model
+
+    seen = set()
+    for c in cells:
+        arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
+        if arch not in seen:
+            seen.add(arch)
+            with torch.device("meta"):
+                build_model(c.cfg)
 
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
-    from omegaconf import OmegaConf
-
+    """The cells as a table: the axes that vary (as columns), status, run directory, GPU-hour estimate."""
     from .models import build_model, count_macs
+    from .sweep import axes as grid_axes
 
+    values, axes = grid_axes([c.overrides for c in cells])
+    fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in axes)
+    table = Table(*axes, "status", "run directory", *(["GPU-h"] if tflops else []), title=fixed or None)
     macs: dict[str, int] = {}
-    table = Table("cell", "status", "run directory", *(["GPU-h"] if tflops else []), title=f"{len(cells)} cells")
-    hours = 0.0
-    counts: dict[str, int] = {}
-    for c in cells:
+    hours, counts = 0.0, {}
+    for c, v in zip(cells, values):
         status = c.status
         counts[status] = counts.get(status, 0) + 1
-        row = [" ".join(o for o in c.overrides if not o.startswith(("store.", "launcher."))), status, str(c.directory)]
+        row = [v.get(k, "") for k in axes] + [status, str(c.directory)]
         if tflops:
-            arch = OmegaConf.to_yaml(c.cfg.model) + OmegaConf.to_yaml(c.cfg.unit) + OmegaConf.to_yaml(c.cfg.shortcut)
+            arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
             if arch not in macs:
-                macs[arch] = count_macs(build_model(c.cfg), 32 if c.cfg.data.name != "imagenet" else c.cfg.data.image_size)
+                macs[arch] = count_macs(
+                    build_model(c.cfg), c.cfg.data.image_size if c.cfg.data.name == "imagenet" else 32
+                )
             h = 6 * macs[arch] * c.cfg.train.batch_size * c.cfg.train.iterations / (tflops * 1e12) / 3600
             hours += h if status not in ("done", "diverged") else 0
-            row.append(f"{h:.2f}")
+            row.append(f"{h:.3g}")
         table.add_row(*row)
     out.print(table)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    out.print(f"{len(cells)} cells: {summary}" + (f"; about {hours:.1f} GPU-hours left at {tflops:g} TFLOP/s" if tflops else ""),
-              highlight=False)
+    estimate = f"; about {hours:.3g} GPU-hours to go at {tflops:g} effective TFLOP/s" if tflops else ""
+    out.print(f"{len(cells)} cells: {summary}{estimate}", highlight=False)
 
 
 @app.command()
-def status(preset: Optional[str] = typer.Argument(None, help="A sweep preset; omit for every run in the store."),
-           overrides: Optional[list[str]] = OVERRIDES):
+def status(
+    preset: Optional[str] = typer.Argument(None, help="A sweep preset; omit for every run in the store."),
+    overrides: Optional[list[str]] = OVERRIDES,
+):
     """What is done, running, failed or pending, read from the store."""
     from omegaconf import OmegaConf
 
@@ -186,10 +221,236 @@ def status(preset: Optional[str] = typer.Argument(None, help="A sweep preset; om
     table = Table("run", "status", "model", "unit", "shortcut", "data", "seed", "test err")
     for d in dirs:
         result = store.read_json(d / "result.json") or {}
-        c = result.get("config") or (OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
-                                     if (d / "config.yaml").exists() else {})
+        c = result.get("config") or (
+            OmegaConf.to_container(OmegaConf.load(d / "config.yaml")) if (d / "config.yaml").exists() else {}
+        )
         err = result.get("test_error")
-        table.add_row(d.name, store.cell_status(d), c.get("model", {}).get("name", ""), c.get("unit", {}).get("name", ""),
-                      str(c.get("shortcut", {}).get("kind", "")), str(c.get("data", {}).get("name", "")),
-                      str(c.get("seed", "")), f"{100 * err:.2f}%" if err is not None else "")
+        table.add_row(
+            d.name,
+            store.cell_status(d),
+            c.get("model", {}).get("name", ""),
+            c.get("unit", {}).get("name", ""),
+            str(c.get("shortcut", {}).get("kind", "")),
+            str(c.get("data", {}).get("name", "")),
+            str(c.get("seed", "")),
+            f"{100 * err:.2f}%" if err is not None else "",
+        )
     out.print(table)
+
+
+def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
+    """``key=value`` filters over run records (values typed as numbers where they parse); ``store.root=DIR`` apart."""
+    root, filters = "results", {}
+    for arg in args or []:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            fail(f"filter {arg!r} is not key=value (e.g. data=synthetic budget=smoke seed=0)")
+        if key == "store.root":
+            root = value
+            continue
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        filters[key] = value
+    return root, filters
+
+
+@app.command()
+def table(
+    name: str = typer.Argument(..., help="table1 … table5"),
+    filters: Optional[list[str]] = typer.Argument(
+        None, help="key=value filters, e.g. data=synthetic budget=smoke; store.root=DIR"
+    ),
+    fmt: str = typer.Option("rich", "--format", help="rich | md | latex | csv"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of the terminal."),
+):
+    """A paper table from our runs: median over seeds (mean±std, n), the paper's number and Δ."""
+    from .report.tables import build, layout, records
+
+    formats = ("rich", "md", "latex", "csv")
+    if fmt not in formats:
+        fail(f"unknown format {fmt!r}; valid: {', '.join(formats)}")
+    root, where = _filters(filters)
+    try:
+        result, header = build(name, records(root), where)
+    except (ValueError, LookupError) as e:
+        fail(str(e))
+    title = f"{name}: test error (%), ours = median (mean±std) n=seeds, " + " ".join(
+        f"{k}={v}" for k, v in header.items() if k not in ("table", "complete")
+    )
+    depths = sorted({d for d in result["depth"] if d})
+    note = ("" if header["complete"] else "PARTIAL: some cells have no finished run. ") + (
+        f"Depths of our runs: {', '.join(depths)}." if depths else ""
+    )
+    wide = layout(result)
+    if fmt == "csv":
+        text = result.to_csv(index=False)
+    elif fmt == "md":
+        text = f"**{title}**\n\n" + wide.to_markdown() + (f"\n\n{note}" if note else "") + "\n"
+    elif fmt == "latex":
+        text = wide.to_latex(caption=title + (f" {note}" if note else ""), label=f"tab:{name}")
+    else:
+        t = Table("", *[f"{c}\n{k}" for c, k in wide.columns], title=title, caption=note or None)
+        for row, values in wide.iterrows():
+            t.add_row(row, *values)
+        if out_file is None:
+            out.print(t)
+            return
+        console = Console(record=True, width=200)
+        console.print(t)
+        text = console.export_text()
+    if out_file is None:
+        print(text, end="")
+    else:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text)
+        out.print(f"wrote {out_file}")
+
+
+@app.command()
+def compare(
+    axis: str = typer.Argument(..., help="axis=setting1,setting2[,…], e.g. unit=original,full_preact"),
+    filters: Optional[list[str]] = typer.Argument(None, help="key=value filters for the other axes; store.root=DIR"),
+):
+    """Settings along one axis: medians and spread over seeds, Δ with bootstrap CIs, and a verdict."""
+    from .report.compare import compare as run_compare
+    from .report.tables import records
+
+    key, sep, values = axis.partition("=")
+    if not sep or "," not in values:
+        fail(f"the axis {axis!r} must be key=a,b[,…] (e.g. unit=original,full_preact)")
+    root, where = _filters(filters)
+    settings = [_filters([f"{key}={v}"])[1][key] for v in values.split(",")]
+    try:
+        result, verdicts = run_compare(records(root), key, settings, where)
+    except (ValueError, LookupError) as e:
+        fail(str(e))
+    t = Table(*result.columns, title=f"test error (%) by {key}")
+    for _, r in result.iterrows():
+        t.add_row(
+            *[
+                "" if v is None or (isinstance(v, float) and v != v) else f"{v:.2f}" if isinstance(v, float) else str(v)
+                for v in r
+            ]
+        )
+    out.print(t)
+    for v in verdicts:
+        out.print(v, highlight=False)
+
+
+@app.command()
+def plot(
+    name: str = typer.Argument(..., help="figure1 | figure3 | figure6 | gradient-flow | runs"),
+    filters: Optional[list[str]] = typer.Argument(None, help="key=value filters, e.g. data=synthetic; store.root=DIR"),
+    out_dir: Path = typer.Option(Path("figures"), "--out", help="Folder for the PNG and PDF."),
+):
+    """Redraw the paper's curves (test error solid, training loss dashed) or the gradient reaching each unit."""
+    from .report.figures import plot as draw
+
+    root, where = _filters(filters)
+    try:
+        files = draw(name, root, where, out_dir)
+    except (ValueError, LookupError) as e:
+        fail(str(e))
+    out.print("wrote " + ", ".join(map(str, files)))
+
+
+@app.command()
+def bench(
+    overrides: Optional[list[str]] = OVERRIDES,
+    models: str = typer.Option("resnet20", help="Comma list of model presets."),
+    compile_modes: str = typer.Option("none", "--compile", help="Comma list: none, default, cudagraphs."),
+    precisions: str = typer.Option("bf16", "--precision", help="Comma list: bf16, fp32 (CPU runs fp32 either way)."),
+    jobs: str = typer.Option("1", help="Comma list of concurrent job counts, e.g. 1,2,4,8."),
+    steps: int = typer.Option(30, help="Timed steps per job."),
+    warmup: int = typer.Option(5, help="Untimed steps first (compilation happens here)."),
+    baseline: bool = typer.Option(True, help="Also time the plain DataLoader + eager fp32 loop."),
+    loader_workers: int = typer.Option(4, help="DataLoader workers of the baseline."),
+    peak: Optional[float] = typer.Option(None, help="Peak TFLOP/s for MFU; default: measured with a dense matmul."),
+    as_json: bool = typer.Option(False, "--json", help="The figures as JSON."),
+    worker: bool = typer.Option(False, hidden=True),
+    barrier: Optional[str] = typer.Option(None, hidden=True),
+):
+    """Training throughput: images/s, ms/step, MFU, peak memory and compile time; ratio to a plain baseline loop."""
+    from .bench import measure_peak_tflops, run_jobs, time_baseline, time_ours
+    from .train import resolve_device
+
+    base = ["data=synthetic", "data.synthetic_train=5120", "data.synthetic_test=128", *(overrides or [])]
+    if worker:
+        folder, k = barrier.rsplit(":", 1) if barrier else ("", "0")
+        cfg = compose_or_fail(base)
+        print(json.dumps(time_ours(cfg, steps, warmup, (Path(folder), int(k)) if barrier else None)))
+        return
+    cfg = compose_or_fail(base)
+    device = resolve_device(cfg.train.device)
+    peak = peak or measure_peak_tflops(device)
+    rows = []
+    for model in models.split(","):
+        ref = None
+        if baseline:
+            b = time_baseline(compose_or_fail([*base, f"model={model}"]), steps, warmup, loader_workers)
+            ref = b["images_per_s"]
+            rows.append(
+                {"model": model, "setup": "baseline: DataLoader, eager fp32", "jobs": 1, **b, "x_baseline": 1.0}
+            )
+        for mode in compile_modes.split(","):
+            for precision in precisions.split(","):
+                for k in map(int, jobs.split(",")):
+                    args = [
+                        *(overrides or []),
+                        f"model={model}",
+                        f"train.compile={mode}",
+                        f"train.precision={precision}",
+                    ]
+                    compose_or_fail([*base, *args])
+                    r = run_jobs(args, k, steps, warmup)
+                    rows.append(
+                        {
+                            "model": model,
+                            "setup": f"ours: compile={mode} {precision}",
+                            "jobs": k,
+                            **r,
+                            "mfu": r["tflops"] / peak,
+                            "x_baseline": r["images_per_s"] / ref if ref else None,
+                        }
+                    )
+    device_name = torch_device_name(device)
+    if as_json:
+        print(json.dumps({"device": device_name, "peak_tflops": peak, "rows": rows}))
+        return
+    t = Table(
+        "model",
+        "setup",
+        "jobs",
+        "images/s",
+        "ms/step",
+        "MFU",
+        "peak mem GB",
+        "warm-up+compile s",
+        "× baseline",
+        title=f"training throughput on {device_name} (batch {cfg.train.batch_size}; peak {peak:.1f} TFLOP/s)",
+    )
+    for r in rows:
+        t.add_row(
+            r["model"],
+            r["setup"],
+            str(r["jobs"]),
+            f"{r['images_per_s']:,.0f}",
+            f"{r['ms_per_step']:.1f}",
+            f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "",
+            f"{r['peak_mem_gb']:.2f}" if r.get("peak_mem_gb") else "",
+            f"{r['warmup_compile_s']:.1f}" if "warmup_compile_s" in r else "",
+            f"{r['x_baseline']:.2f}" if r.get("x_baseline") else "",
+        )
+    out.print(t)
+
+
+def torch_device_name(device) -> str:
+    import platform
+
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'})"

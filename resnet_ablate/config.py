@@ -161,13 +161,27 @@ class Config:
 
 cs = ConfigStore.instance()
 cs.store(name="schema", node=Config)
-for _group, _node in [("model", ModelConfig), ("unit", UnitConfig), ("shortcut", ShortcutConfig),
-                      ("data", DataConfig), ("budget", TrainConfig)]:
+for _group, _node in [
+    ("model", ModelConfig),
+    ("unit", UnitConfig),
+    ("shortcut", ShortcutConfig),
+    ("data", DataConfig),
+    ("budget", TrainConfig),
+]:
     cs.store(group=_group, name="schema", node=_node, package=_group if _group != "budget" else "train")
 
 # Keys that do not change what a run computes: left out of the run's identity (its hash).
-NOT_IDENTITY = ("store", "launcher", "data.root", "data.download", "data.workers", "train.device",
-                "train.compile", "train.checkpoint_every", "train.grad_flow")
+NOT_IDENTITY = (
+    "store",
+    "launcher",
+    "data.root",
+    "data.download",
+    "data.workers",
+    "train.device",
+    "train.compile",
+    "train.checkpoint_every",
+    "train.grad_flow",
+)
 
 
 def conf_dir() -> Path:
@@ -197,8 +211,9 @@ def data_root(cfg: DictConfig) -> Path:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The part of a config that decides a run's result, as plain data."""
-    d = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    d.pop("hydra", None)
+    d = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True
+    )
     for key in NOT_IDENTITY:
         *parents, leaf = key.split(".")
         node = d

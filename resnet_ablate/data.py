@@ -154,14 +154,22 @@ class ImageFolderData:
     through torchvision's ImageFolder and a standard DataLoader. Resumes at epoch granularity of the sampler."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
-        from torchvision import datasets, transforms as T
+        from torchvision import datasets
+        from torchvision import transforms as T
 
         folder = data_root(cfg) / "imagenet"
         if not (folder / "train").is_dir():
             raise FileNotFoundError(f"ImageNet not found: expected {folder}/train/<class>/* and {folder}/val/<class>/*")
         norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        train_tf = T.Compose([T.RandomChoice([T.Resize(s) for s in range(256, 481, 32)]),
-                              T.RandomCrop(cfg.data.image_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        train_tf = T.Compose(
+            [
+                T.RandomChoice([T.Resize(s) for s in range(256, 481, 32)]),
+                T.RandomCrop(cfg.data.image_size),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                norm,
+            ]
+        )
         size = cfg.data.test_size
         test_tf = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(), norm])
         self.train_set = datasets.ImageFolder(str(folder / "train"), train_tf)
@@ -172,8 +180,15 @@ class ImageFolderData:
 
     def _loader(self, dataset, shuffle: bool, epoch: int = 0):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.utils.data.DataLoader(dataset, self.batch, shuffle=shuffle, generator=g, drop_last=shuffle,
-                                           num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        return torch.utils.data.DataLoader(
+            dataset,
+            self.batch,
+            shuffle=shuffle,
+            generator=g,
+            drop_last=shuffle,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def train_batch(self, iteration: int):
         epoch, step = divmod(iteration, self.steps_per_epoch)

@@ -14,14 +14,16 @@ from rich.table import Table
 
 from . import store
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _fmt(row: dict | None) -> str:
     if not row:
         return ""
-    return (f"lr {row['lr']:.3g}  loss {row['train_loss']:.4f}  test err {100 * row['test_error']:.2f}%  "
-            f"{row['images_per_s']:.0f} img/s")
+    return (
+        f"lr {row['lr']:.3g}  loss {row['train_loss']:.4f}  test err {100 * row['test_error']:.2f}%  "
+        f"{row['images_per_s']:.0f} img/s"
+    )
 
 
 class RunProgress:
@@ -29,9 +31,15 @@ class RunProgress:
 
     def __init__(self, total: int, label: str):
         self.total, self.label = total, label
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                            disable=not console.is_terminal)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
         self.task = self.bar.add_task(label, total=total, info="")
 
     def __enter__(self):
@@ -55,7 +63,11 @@ class SweepDisplay:
 
     def __init__(self, jobs: list[tuple[list[str], Path, int, int]]):
         """jobs: (overrides, run directory, iterations, batch size) per cell."""
+        from .sweep import axes
+
         self.jobs = jobs
+        values, varying = axes([j[0] for j in jobs])
+        self.labels = [" ".join(f"{k}={v[k]}" for k in varying if k in v) or "(one cell)" for v in values]
         self.state: dict[int, str] = {}
         self.slot: dict[int, str | None] = {}
         self.started = time.time()
@@ -73,20 +85,25 @@ class SweepDisplay:
             self.live.__exit__(*exc)
 
     def _label(self, i: int) -> str:
-        return " ".join(self.jobs[i][0]) or "(defaults)"
+        return self.labels[i]
 
     def start(self, i: int, slot: str | None) -> None:
         with self.lock:
             self.state[i], self.slot[i] = "running", slot
         if not self.live:
-            console.print(f"[{self._done()}/{len(self.jobs)}] start  {self._label(i)}  on {'GPU ' + slot if slot else 'CPU'}", highlight=False)
+            console.print(
+                f"[{self._done()}/{len(self.jobs)}] start  {self._label(i)}  on {'GPU ' + slot if slot else 'CPU'}",
+                highlight=False,
+            )
 
     def finish(self, i: int, status: str) -> None:
         with self.lock:
             self.state[i] = status
         if not self.live:
             row = (store.read_jsonl(self.jobs[i][1] / "metrics.jsonl") or [None])[-1]
-            console.print(f"[{self._done()}/{len(self.jobs)}] {status:8s} {self._label(i)}  {_fmt(row)}", highlight=False)
+            console.print(
+                f"[{self._done()}/{len(self.jobs)}] {status:8s} {self._label(i)}  {_fmt(row)}", highlight=False
+            )
 
     def _done(self) -> int:
         return sum(s != "running" for s in self.state.values())
@@ -106,9 +123,15 @@ class SweepDisplay:
             remaining += total - done
             if state == "running":
                 rate += row["images_per_s"] / batch if row else 0.0
-                table.add_row(self._label(i), f"GPU {self.slot[i]}" if self.slot.get(i) else "CPU",
-                              f"{done}/{total}", f"{row['train_loss']:.4f}" if row else "",
-                              f"{100 * row['test_error']:.2f}%" if row else "", f"{row['images_per_s']:.0f}" if row else "")
+                table.add_row(
+                    self._label(i),
+                    f"GPU {self.slot[i]}" if self.slot.get(i) else "CPU",
+                    f"{done}/{total}",
+                    f"{row['train_loss']:.4f}" if row else "",
+                    f"{100 * row['test_error']:.2f}%" if row else "",
+                    f"{row['images_per_s']:.0f}" if row else "",
+                )
         eta = f"{remaining / rate / 60:.1f} min" if rate else "?"
-        head = f"cells {self._done()}/{len(self.jobs)} ended  ·  elapsed {(time.time() - self.started) / 60:.1f} min  ·  ETA {eta}"
+        elapsed = (time.time() - self.started) / 60
+        head = f"cells {self._done()}/{len(self.jobs)} ended  ·  elapsed {elapsed:.1f} min  ·  ETA {eta}"
         self.live.update(Group(head, table))

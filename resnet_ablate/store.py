@@ -139,4 +139,6 @@ def check_writable(root: str | Path) -> None:
         with tempfile.NamedTemporaryFile(dir=root / "runs"):
             pass
     except OSError as e:
-        raise PermissionError(f"store.root {str(root)!r} is not writable ({e.strerror}); choose another with store.root=DIR") from None
+        raise PermissionError(
+            f"store.root {str(root)!r} is not writable ({e.strerror}); choose another with store.root=DIR"
+        ) from None

@@ -48,6 +48,13 @@ def preset_grid(preset: str, arguments: list[str]) -> list[list[str]]:
     return expand_grid(list(hydra_cfg.grid), params, arguments)
 
 
+def axes(cells: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
+    """Each cell's overrides as {key: value} (store/launcher keys left out), and the keys whose values vary."""
+    values = [dict(o.split("=", 1) for o in c if not o.startswith(("store.", "launcher."))) for c in cells]
+    keys = list(dict.fromkeys(k for v in values for k in v))
+    return values, [k for k in keys if len({v.get(k) for v in values}) > 1]
+
+
 @dataclass
 class Cell:
     overrides: list[str]
@@ -92,9 +99,15 @@ def run_cell(cfg: DictConfig, progress=None) -> dict[str, Any]:
         try:
             return train(cfg, directory, progress)
         except Exception as e:
-            store.write_json(directory / "result.json", {
-                "status": "failed", "key": directory.name, "error": f"{type(e).__name__}: {e}",
-                "config": identity(cfg)})
+            store.write_json(
+                directory / "result.json",
+                {
+                    "status": "failed",
+                    "key": directory.name,
+                    "error": f"{type(e).__name__}: {e}",
+                    "config": identity(cfg),
+                },
+            )
             raise
 
 

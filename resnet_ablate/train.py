@@ -80,14 +80,16 @@ def load_checkpoint(path: Path) -> dict | None:
 
 def _git_commit() -> str | None:
     with contextlib.suppress(Exception):
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         if out.returncode == 0:
             return out.stdout.strip()
     return None
 
 
 def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """‖∂E/∂x_l‖ at the input of every residual unit, for one batch; leaves weights, BN statistics and RNGs as they were."""
+    """‖∂E/∂x_l‖ at every residual unit's input for one batch; weights, BN statistics and RNGs stay unchanged."""
     units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
     inputs: list[torch.Tensor] = []
     hooks = [u.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for u in units]
@@ -122,6 +124,54 @@ def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
     return {"test_loss": loss / n, "test_error": top1 / n, "test_error_top5": top5 / n}
 
 
+def setup(cfg: DictConfig, device: torch.device):
+    """The model, its optimiser, one training step ``step(x, y, lr) -> (loss, logits)`` and the eval autocast.
+
+    On CUDA: channels_last, bf16 autocast (``precision=bf16``), fused SGD, optional torch.compile (CUDA graphs
+    with ``compile=cudagraphs``). The step never reads a value back to the host.
+    """
+    t = cfg.train
+    cuda = device.type == "cuda"
+    model = build_model(cfg).to(device)
+    channels_last = cuda and t.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=t.lr,
+        momentum=t.momentum,
+        nesterov=t.nesterov,
+        weight_decay=t.weight_decay,
+        fused=cuda or None,
+    )
+    use_bf16 = cuda and Precision(t.precision) is Precision.bf16
+
+    def autocast():
+        return torch.autocast("cuda", torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    mode = Compile(t.compile)
+    forward = (
+        model
+        if mode is Compile.none
+        else torch.compile(model, mode="reduce-overhead" if mode is Compile.cudagraphs else None)
+    )
+
+    def step(x: torch.Tensor, y: torch.Tensor, lr: float):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = forward(x)
+            loss = F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss, out
+
+    return model, opt, step, autocast
+
+
 def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Train the cell of ``cfg`` in ``directory`` (resuming from its checkpoint) and write its result.json."""
     t = cfg.train
@@ -129,23 +179,14 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
     seed_everything(cfg.seed, t.deterministic)
     directory.mkdir(parents=True, exist_ok=True)
     store.save_config(directory, cfg)
-    ckpt_path, metrics_path, flow_path = directory / "checkpoint.pt", directory / "metrics.jsonl", directory / "grad_flow.jsonl"
+    ckpt_path, metrics_path, flow_path = (
+        directory / "checkpoint.pt",
+        directory / "metrics.jsonl",
+        directory / "grad_flow.jsonl",
+    )
 
     data = make_data(cfg, device)
-    model = build_model(cfg).to(device)
-    cuda = device.type == "cuda"
-    if cuda and t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                          weight_decay=t.weight_decay, fused=cuda or None)
-    use_bf16 = cuda and Precision(t.precision) is Precision.bf16
-
-    def autocast():
-        return torch.autocast("cuda", torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-
-    mode = Compile(t.compile)
-    step_model = model if mode is Compile.none else torch.compile(
-        model, mode="reduce-overhead" if mode is Compile.cudagraphs else None)
+    model, opt, step, autocast = setup(cfg, device)
 
     start, elapsed = 0, 0.0
     stats = torch.zeros(3, dtype=torch.float64, device=device)  # train loss sum, errors, images since last eval
@@ -166,9 +207,15 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
             store.append_jsonl(flow_path, {"iteration": 0, "norms": gradient_flow(model, *flow_batch)})
 
     def save(iteration: int) -> None:
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
-                 "elapsed": elapsed, "stats": stats.cpu(), "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-                 "rng": {**_rng_states(device), "data": data.rng_state()}}
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "iteration": iteration,
+            "elapsed": elapsed,
+            "stats": stats.cpu(),
+            "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "rng": {**_rng_states(device), "data": data.rng_state()},
+        }
         buffer = io.BytesIO()
         torch.save(state, buffer)
         store.atomic_write(ckpt_path, buffer.getvalue())
@@ -177,19 +224,15 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
     model.train()
     tick, tick_iteration = time.perf_counter(), start
     for it in range(start, t.iterations):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(it, t)
         x, y = data.train_batch(it)
-        if cuda and t.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            out = step_model(x)
-            loss = F.cross_entropy(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        stats += torch.stack([loss.detach().double() * len(y), (out.argmax(1) != y).sum().double(),
-                              torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+        loss, out = step(x, y, lr_at(it, t))
+        stats += torch.stack(
+            [
+                loss.detach().double() * len(y),
+                (out.argmax(1) != y).sum().double(),
+                torch.tensor(float(len(y)), dtype=torch.float64, device=device),
+            ]
+        )
         done = it + 1
         if progress:
             progress(done, None)
@@ -199,9 +242,16 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
         elapsed += now - tick
         loss_sum, errors, seen = stats.tolist()
         stats.zero_()
-        row = {"iteration": done, "epoch": round(done / data.steps_per_epoch, 3), "lr": lr_at(it, t),
-               "train_loss": loss_sum / seen, "train_error": errors / seen, **evaluate(model, data, autocast),
-               "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick), "elapsed": round(elapsed, 3)}
+        row = {
+            "iteration": done,
+            "epoch": round(done / data.steps_per_epoch, 3),
+            "lr": lr_at(it, t),
+            "train_loss": loss_sum / seen,
+            "train_error": errors / seen,
+            **evaluate(model, data, autocast),
+            "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick),
+            "elapsed": round(elapsed, 3),
+        }
         store.append_jsonl(metrics_path, row)
         if flow_batch is not None:
             store.append_jsonl(flow_path, {"iteration": done, "norms": gradient_flow(model, *flow_batch)})
@@ -215,12 +265,18 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
         tick, tick_iteration = time.perf_counter(), done
 
     result = {
-        "status": status, "key": directory.name, "test_error": row.get("test_error"),
-        "test_error_top5": row.get("test_error_top5"), "train_loss": row.get("train_loss"),
-        "iterations": row.get("iteration", start), "diverged_at": diverged_at, "wall_time": round(elapsed, 3),
-        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "status": status,
+        "key": directory.name,
+        "test_error": row.get("test_error"),
+        "test_error_top5": row.get("test_error_top5"),
+        "train_loss": row.get("train_loss"),
+        "iterations": row.get("iteration", start),
+        "diverged_at": diverged_at,
+        "wall_time": round(elapsed, 3),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "git_commit": _git_commit(), "config": identity(cfg),
+        "git_commit": _git_commit(),
+        "config": identity(cfg),
     }
     store.write_json(directory / "result.json", result)
     return result

@@ -35,8 +35,17 @@ def test_resnet1001_conv_weights_are_the_papers_10_2M(cfg):
     assert sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Conv2d)) == 10_175_920
 
 
-@pytest.mark.parametrize("model,depth", [("resnet110", 110), ("resnet164", 164), ("resnet110_1layer", 110),
-                                         ("resnet1001", 1001), ("imagenet_resnet152", 152), ("imagenet_resnet200", 200)])
+@pytest.mark.parametrize(
+    "model,depth",
+    [
+        ("resnet110", 110),
+        ("resnet164", 164),
+        ("resnet110_1layer", 110),
+        ("resnet1001", 1001),
+        ("imagenet_resnet152", 152),
+        ("imagenet_resnet200", 200),
+    ],
+)
 def test_weight_layers_equal_the_named_depth(cfg, model, depth):
     c = cfg(f"model={model}", *(["data=imagenet", "data.image_size=64"] if "imagenet" in model else []))
     assert describe(c)["depth"] == depth
@@ -76,7 +85,9 @@ def test_constant_scaling_with_zero_residual_returns_relu_of_lambda_x(cfg):
 
 
 def test_constant_scaling_scales_the_residual_too(cfg):
-    net = build_model(cfg("model=resnet20", "shortcut=scaling", "shortcut.scale=0", "shortcut.scale_residual=0.5")).eval()
+    net = build_model(
+        cfg("model=resnet20", "shortcut=scaling", "shortcut.scale=0", "shortcut.scale_residual=0.5")
+    ).eval()
     unit = _unit(net)
     x = _x()
     torch.testing.assert_close(unit(x), torch.relu(0.5 * unit.branch(x)))
@@ -146,7 +157,9 @@ def test_inverted_dropout_shortcut_is_pytorchs(cfg):
 def test_conv1x1_shortcut_is_a_projection_with_bn_everywhere(cfg):
     net = build_model(cfg("model=resnet20", "shortcut=conv1x1"))
     paths = [m.shortcut.path for m in net.modules() if isinstance(m, ResidualUnit)]
-    assert all(isinstance(p[0], nn.Conv2d) and p[0].kernel_size == (1, 1) and isinstance(p[1], nn.BatchNorm2d) for p in paths)
+    assert all(
+        isinstance(p[0], nn.Conv2d) and p[0].kernel_size == (1, 1) and isinstance(p[1], nn.BatchNorm2d) for p in paths
+    )
 
 
 def test_option_a_subsamples_and_zero_pads():
@@ -170,8 +183,11 @@ def test_basic_nets_use_option_a_and_bottleneck_nets_project(cfg):
 def test_bottleneck_stride_on_first_1x1_or_3x3(cfg):
     convs = [m for m in build_model(cfg("model=resnet164")).stages[1][0].branch if isinstance(m, nn.Conv2d)]
     assert [c.stride for c in convs] == [(2, 2), (1, 1), (1, 1)]
-    convs = [m for m in build_model(cfg("model=resnet164", "model.stride_on=3x3")).stages[1][0].branch
-             if isinstance(m, nn.Conv2d)]
+    convs = [
+        m
+        for m in build_model(cfg("model=resnet164", "model.stride_on=3x3")).stages[1][0].branch
+        if isinstance(m, nn.Conv2d)
+    ]
     assert [c.stride for c in convs] == [(1, 1), (2, 2), (1, 1)]
 
 
@@ -179,8 +195,12 @@ def _observed_order(unit: ResidualUnit, x) -> tuple[list[str], list[str]]:
     """Op types in execution order, via forward hooks, split at the addition (branch vs after-add)."""
     seen = []
     names = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ReLU: "relu"}
-    hooks = [m.register_forward_hook(lambda m, i, o, n=names[type(m)]: seen.append((m, n)))
-             for part in (unit.branch, unit.after_add) for m in part.modules() if type(m) in names]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=names[type(m)]: seen.append((m, n)))
+        for part in (unit.branch, unit.after_add)
+        for m in part.modules()
+        if type(m) in names
+    ]
     unit(x)
     for h in hooks:
         h.remove()
@@ -255,13 +275,20 @@ def test_resnet1001_runs_a_forward_pass_at_batch_2(cfg):
 
 
 def test_imagenet_nets_take_224_images(cfg):
-    net = build_model(cfg("model=imagenet_resnet152", "unit=full_preact", "data=imagenet", "model.stages=[1,1,1,1]")).eval()
+    net = build_model(
+        cfg("model=imagenet_resnet152", "unit=full_preact", "data=imagenet", "model.stages=[1,1,1,1]")
+    ).eval()
     with torch.no_grad():
         assert net(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
 
 
 def test_a_user_defined_placement_from_yaml_values(cfg):
-    c = cfg("unit.name=relu_bn", "unit.branch=[relu,conv,bn,conv,bn]", "unit.after_add=[relu]", "model=resnet20",
-            "model.depth=14")
+    c = cfg(
+        "unit.name=relu_bn",
+        "unit.branch=[relu,conv,bn,conv,bn]",
+        "unit.after_add=[relu]",
+        "model=resnet20",
+        "model.depth=14",
+    )
     branch, after = _observed_order(_unit(build_model(c).eval()), _x())
     assert "-".join(branch) == "relu-conv-bn-conv-bn" and after == ["relu"]

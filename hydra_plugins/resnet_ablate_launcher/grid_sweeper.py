@@ -1,6 +1,5 @@
 """Hydra sweeper ``resnet_ablate_grid``: the union of a preset's grid lines (see resnet_ablate.sweep)."""
 
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -18,7 +17,9 @@ class GridSweeperConf:
     grid: List[str] = field(default_factory=list)
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="resnet_ablate_grid", node=GridSweeperConf, provider="resnet_ablate")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="resnet_ablate_grid", node=GridSweeperConf, provider="resnet_ablate"
+)
 
 
 class GridSweeper(BasicSweeper):

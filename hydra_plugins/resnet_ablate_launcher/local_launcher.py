@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
@@ -31,7 +30,9 @@ class LocalLauncherConf:
     fail_fast: Any = "${launcher.fail_fast}"
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="resnet_ablate_local", node=LocalLauncherConf, provider="resnet_ablate")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="resnet_ablate_local", node=LocalLauncherConf, provider="resnet_ablate"
+)
 
 
 def visible_gpus(gpus: Optional[str]) -> List[str]:
@@ -59,15 +60,16 @@ class LocalLauncher(Launcher):
         jobs = []
         for overrides in job_overrides:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            cfg.pop("hydra", None)
             jobs.append((list(overrides), cfg, store.run_dir(cfg)))
-        slots: "queue.Queue[Optional[str]]" = queue.Queue()
+        slots: queue.Queue[Optional[str]] = queue.Queue()
         for slot in (visible_gpus(self.gpus) or [None]) * self.jobs_per_gpu:
             slots.put(slot)
         returns: List[Optional[JobReturn]] = [None] * len(jobs)
         procs: dict = {}
         stop = threading.Event()
-        display = SweepDisplay([(filter_overrides(o), d, cfg.train.iterations, cfg.train.batch_size) for o, cfg, d in jobs])
+        display = SweepDisplay(
+            [(filter_overrides(o), d, cfg.train.iterations, cfg.train.batch_size) for o, cfg, d in jobs]
+        )
 
         def run(i: int) -> None:
             overrides, cfg, directory = jobs[i]
@@ -82,17 +84,28 @@ class LocalLauncher(Launcher):
                 env = dict(os.environ, PYTHONUNBUFFERED="1")
                 if slot is not None:
                     env["CUDA_VISIBLE_DEVICES"] = slot
+                else:  # CPU workers share the cores
+                    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs_per_gpu))
                 directory.mkdir(parents=True, exist_ok=True)
                 with open(directory / "train.log", "ab") as log:
-                    proc = subprocess.Popen([sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
-                                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                     procs[i] = proc
                     display.start(i, slot)
                     code = proc.wait()
                 result = store.read_json(directory / "result.json") or {"status": "failed"}
                 ok = code == 0
-                returns[i] = _job_return(overrides, result, JobStatus.COMPLETED if ok else JobStatus.FAILED,
-                                         None if ok else RuntimeError(f"cell exited {code}; see {directory / 'train.log'}"))
+                returns[i] = _job_return(
+                    overrides,
+                    result,
+                    JobStatus.COMPLETED if ok else JobStatus.FAILED,
+                    None if ok else RuntimeError(f"cell exited {code}; see {directory / 'train.log'}"),
+                )
                 display.finish(i, result["status"] if ok else ("stopped" if stop.is_set() else "failed"))
                 if not ok and self.fail_fast:
                     stop.set()
@@ -114,11 +127,15 @@ class LocalLauncher(Launcher):
             raise
         for i, r in enumerate(returns):
             if r is None:  # not started (fail-fast)
-                returns[i] = _job_return(jobs[i][0], {"status": "not started"}, JobStatus.FAILED, RuntimeError("not started"))
+                returns[i] = _job_return(
+                    jobs[i][0], {"status": "not started"}, JobStatus.FAILED, RuntimeError("not started")
+                )
         return returns  # type: ignore[return-value]
 
 
-def _job_return(overrides: List[str], value: Any, status: JobStatus, error: Optional[BaseException] = None) -> JobReturn:
+def _job_return(
+    overrides: List[str], value: Any, status: JobStatus, error: Optional[BaseException] = None
+) -> JobReturn:
     ret = JobReturn(overrides=overrides, status=status)
     ret._return_value = error if error is not None else value
     return ret

@@ -42,7 +42,7 @@ def count_macs(net: nn.Module, image_size: int) -> int:
     was_training = net.training
     net.eval()
     with torch.no_grad():
-        net(torch.zeros(1, 3, image_size, image_size))
+        net(torch.zeros(1, 3, image_size, image_size, device=next(net.parameters()).device))
     net.train(was_training)
     for h in handles:
         h.remove()

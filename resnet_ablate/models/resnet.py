@@ -24,9 +24,7 @@ def units_per_stage(model: ModelConfig) -> list[int]:
     step = per_unit * len(model.widths)
     if model.depth < step + 2 or (model.depth - 2) % step:
         valid = ", ".join(str(step * n + 2) for n in (1, 2, 3, 5, 9, 18)) + ", …"
-        raise ValueError(
-            f"depth {model.depth} is not {step}n+2 for a {block.value} net; valid depths: {valid}"
-        )
+        raise ValueError(f"depth {model.depth} is not {step}n+2 for a {block.value} net; valid depths: {valid}")
     return [(model.depth - 2) // step] * len(model.widths)
 
 
@@ -86,12 +84,14 @@ def build_resnet(model: ModelConfig, unit: UnitConfig, shortcut: ShortcutConfig,
                 path = projection(channels, out, stride, proj_bn)
             else:
                 path = PadA(out - channels, stride)
-            units.append(ResidualUnit(
-                split_act,
-                build_ops(ops, channels, convs),
-                make_shortcut(shortcut, channels, out, stride, path),
-                build_ops(place.after_add, out),
-            ))
+            units.append(
+                ResidualUnit(
+                    split_act,
+                    build_ops(ops, channels, convs),
+                    make_shortcut(shortcut, channels, out, stride, path),
+                    build_ops(place.after_add, out),
+                )
+            )
             channels = out
         stages.append(nn.Sequential(*units))
 

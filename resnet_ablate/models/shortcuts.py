@@ -107,7 +107,9 @@ def _identity(cfg, in_ch, out_ch, stride, path):
 @register("scaling")
 def _scaling(cfg, in_ch, out_ch, stride, path):
     if cfg.scale < 0 or cfg.scale_residual < 0:
-        raise ValueError(f"shortcut.scale and shortcut.scale_residual must be >= 0, got {cfg.scale}, {cfg.scale_residual}")
+        raise ValueError(
+            f"shortcut.scale and shortcut.scale_residual must be >= 0, got {cfg.scale}, {cfg.scale_residual}"
+        )
     return Scaling(path, cfg.scale, cfg.scale_residual)
 
 

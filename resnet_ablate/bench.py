@@ -1,0 +1,175 @@
+"""Throughput benchmark: steady-state training steps of the real training step (warm-up and compilation timed
+apart), k concurrent jobs, and a plain baseline loop (torchvision DataLoader + transforms, eager fp32) on the
+same machine, so every figure comes with its ratio to that baseline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from .data import CIFAR_MEAN, CIFAR_STD, CifarOnDevice, load_cifar
+from .models import count_macs
+from .train import resolve_device, setup
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_peak_tflops(device: torch.device) -> float:
+    """Dense matmul throughput (bf16 on CUDA, fp32 on CPU): the peak MFU is measured against."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps, t0 = (50 if device.type == "cuda" else 5), time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def time_ours(cfg: DictConfig, steps: int, warmup: int, barrier: tuple[Path, int] | None = None) -> dict[str, Any]:
+    """Images/s of the training step train.py uses, with the data on the device."""
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.seed)
+    torch.backends.cudnn.benchmark = True
+    data = CifarOnDevice(cfg, device)
+    model, _, step, _ = setup(cfg, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for it in range(warmup):
+        step(*data.train_batch(it), 0.1)
+    _sync(device)
+    warmup_s = time.perf_counter() - t0
+    if barrier:  # k jobs: start the timed window together
+        folder, k = barrier
+        (folder / f"{os.getpid()}.ready").touch()
+        while len(list(folder.glob("*.ready"))) < k:
+            time.sleep(0.05)
+    t0 = time.perf_counter()
+    for it in range(warmup, warmup + steps):
+        step(*data.train_batch(it), 0.1)
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    macs = count_macs(model, 32)
+    images = steps * cfg.train.batch_size
+    return {
+        "images_per_s": images / elapsed,
+        "ms_per_step": 1000 * elapsed / steps,
+        "warmup_compile_s": warmup_s,
+        "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "tflops": 6 * macs * images / elapsed / 1e12,
+    }
+
+
+def time_baseline(cfg: DictConfig, steps: int, warmup: int, workers: int) -> dict[str, Any]:
+    """A plain loop as popular repositories ship it: PIL transforms in DataLoader workers, eager fp32, plain SGD."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from .models import build_model
+
+    device = resolve_device(cfg.train.device)
+    xtr, ytr, _, _ = load_cifar(cfg)
+    tf = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize([m / 255 for m in CIFAR_MEAN], [s / 255 for s in CIFAR_STD]),
+        ]
+    )
+
+    class Cifar(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(ytr)
+
+        def __getitem__(self, i):
+            return tf(Image.fromarray(xtr[i].transpose(1, 2, 0))), int(ytr[i])
+
+    loader = torch.utils.data.DataLoader(
+        Cifar(),
+        cfg.train.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    model = build_model(cfg).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def batches():
+        while True:
+            yield from loader
+
+    it = batches()
+    for _ in range(warmup):
+        _baseline_step(model, opt, next(it), device)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _baseline_step(model, opt, next(it), device)
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    return {"images_per_s": steps * cfg.train.batch_size / elapsed, "ms_per_step": 1000 * elapsed / steps}
+
+
+def _baseline_step(model, opt, batch, device) -> None:
+    x, y = (t.to(device, non_blocking=True) for t in batch)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def run_jobs(overrides: list[str], k: int, steps: int, warmup: int) -> dict[str, Any]:
+    """k concurrent ``bench --worker`` processes sharing the device; their images/s summed over one window."""
+    with tempfile.TemporaryDirectory() as folder:
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "resnet_ablate",
+                    "bench",
+                    "--worker",
+                    "--barrier",
+                    f"{folder}:{k}",
+                    "--steps",
+                    str(steps),
+                    "--warmup",
+                    str(warmup),
+                    *overrides,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(k)
+        ]
+        results = []
+        for p in procs:
+            stdout, _ = p.communicate()
+            if p.returncode:
+                raise RuntimeError(f"a benchmark worker failed (exit {p.returncode})")
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return {
+        "images_per_s": sum(r["images_per_s"] for r in results),
+        "ms_per_step": max(r["ms_per_step"] for r in results),
+        "warmup_compile_s": max(r["warmup_compile_s"] for r in results),
+        "peak_mem_gb": max(r["peak_mem_gb"] or 0 for r in results) or None,
+        "tflops": sum(r["tflops"] for r in results),
+    }

@@ -1,0 +1,228 @@
+"""Configs, grids, the sweep command, the local launcher and the store's locks, run as real subprocesses."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from resnet_ablate import store
+from resnet_ablate.config import conf_dir
+from resnet_ablate.sweep import expand_grid, preset_grid, presets
+
+from .conftest import ROOT, cli
+
+GROUPS = ["model", "unit", "shortcut", "data", "budget", "launcher"]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_config_of_every_group_composes(cfg, group):
+    options = [p.stem for p in (conf_dir() / group).glob("*.yaml")]
+    assert options
+    for option in options:
+        if group == "launcher" and option == "slurm":
+            continue  # needs hydra-submitit-launcher (an extra)
+        assert cfg(f"{group}={option}") is not None
+
+
+def test_presets_name_every_comparison_of_the_paper():
+    assert {"table1", "table2", "table3", "table4", "table5", "figure1", "figure3", "figure6"} <= set(presets())
+
+
+@pytest.mark.parametrize(
+    "preset,cells",
+    [("table1", 16 * 5), ("table2", 10 * 5), ("table3", 12 * 5), ("table4", 5 * 5), ("table5", 4), ("figure6", 4)],
+)
+def test_preset_grids_have_the_papers_cells_with_5_seeds(preset, cells):
+    assert len(preset_grid(preset, [])) == cells
+
+
+def test_grid_is_the_union_of_lines_and_command_line_overrides_win_per_key():
+    cells = expand_grid(["a=1,2 b=x", "a=3"], ["seed=range(2)"], ["seed=7", "c=z"])
+    assert sorted(map(sorted, cells)) == sorted(
+        map(sorted, [["a=1", "b=x", "seed=7", "c=z"], ["a=2", "b=x", "seed=7", "c=z"], ["a=3", "seed=7", "c=z"]])
+    )
+
+
+def test_table1_grid_composes_into_distinct_runs(cfg):
+    runs = {store.run_key(cfg(*c)) for c in preset_grid("table1", ["seed=0"])}
+    assert len(runs) == 16
+
+
+def test_run_key_ignores_where_results_go_but_not_what_is_computed(cfg):
+    a = store.run_key(cfg("store.root=/x", "train.device=cpu"))
+    assert a == store.run_key(cfg("store.root=/y", "train.device=cuda"))
+    assert a != store.run_key(cfg("seed=1")) and a != store.run_key(cfg("train.precision=fp32"))
+
+
+SMALL = [
+    "model.depth=20",
+    "data=synthetic",
+    "data.synthetic_train=256",
+    "data.synthetic_test=128",
+    "budget=smoke",
+    "train.iterations=8",
+    "train.eval_every=4",
+    "train.checkpoint_every=4",
+    "train.grad_flow=false",
+]
+
+
+def test_dry_run_lists_cells_and_runs_nothing(tmp_path):
+    proc = cli("sweep", "table2", *SMALL, "seed=range(2)", f"store.root={tmp_path}", "--dry-run", check=True)
+    assert "20 cells: 20 pending" in proc.stdout and "GPU-hours" in proc.stdout
+    assert not list(tmp_path.glob("runs/*"))
+
+
+def test_unwritable_store_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = cli("sweep", "table2", *SMALL, f"store.root={blocker}/store")
+    assert proc.returncode == 2 and "is not writable" in proc.stderr and "store.root=DIR" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sweep_runs_every_cell_then_skips_them_and_force_recomputes(tmp_path):
+    args = [
+        "table2",
+        *SMALL,
+        "model=resnet110",
+        "unit=original,full_preact",
+        "seed=0",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    proc = cli("sweep", *args, check=True)
+    results = store.results(tmp_path)
+    assert sorted(r["config"]["unit"]["name"] for r in results) == ["full_preact", "original"]
+    assert all(r["status"] == "done" for r in results)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/result.json")}
+    proc = cli("sweep", *args, check=True)
+    assert "skipped" in proc.stderr
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/result.json")}
+    cli("sweep", *args, "--force", check=True)
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_recorded_and_the_rest_go_on(tmp_path):
+    args = [
+        "table2",
+        *SMALL,
+        "model=resnet110",
+        "unit=original",
+        "seed=0,1",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        "data.synthetic_train=64,256",
+        "train.batch_size=128",
+    ]
+    proc = cli("sweep", *args)  # 64 images < batch 128: that cell fails
+    assert proc.returncode == 1
+    statuses = sorted(r["status"] for r in store.results(tmp_path))
+    assert statuses == ["done", "done", "failed", "failed"]
+    failed = [r for r in store.results(tmp_path) if r["status"] == "failed"]
+    assert "exceeds the 64 training images" in failed[0]["error"]
+
+
+@pytest.mark.slow
+def test_two_sweeps_at_once_never_train_the_same_cell_twice(tmp_path):
+    args = [
+        "table2",
+        *SMALL,
+        "model=resnet110",
+        "unit=original,full_preact",
+        "seed=0",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    cli("train", "--quiet", *SMALL, f"store.root={tmp_path}", f"data.root={tmp_path / 'data'}", check=True)  # data
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "resnet_ablate", "sweep", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.communicate(timeout=600)
+    for run in tmp_path.glob("runs/*"):
+        if (run / "train.log").exists():
+            log = (run / "train.log").read_text()
+            assert log.count("done:") <= 1, log
+            assert len(store.read_jsonl(run / "metrics.jsonl")) == 2
+
+
+@pytest.mark.slow
+def test_native_hydra_multirun_with_hydras_basic_launcher(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnet_ablate.sweep",
+            "-m",
+            "sweep=table2",
+            *SMALL,
+            "model=resnet110",
+            "unit=original",
+            "seed=0,1",
+            "hydra/launcher=basic",
+            f"store.root={tmp_path}",
+            f"data.root={tmp_path / 'data'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["config"]["seed"] for r in store.results(tmp_path)) == [0, 1]
+
+
+@pytest.mark.slow
+def test_configs_work_from_an_installed_wheel(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "resnet_ablate/conf/config.yaml" in names and "resnet_ablate/conf/sweep/table1.yaml" in names
+    assert "hydra_plugins/resnet_ablate_launcher/local_launcher.py" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}
+    probe = (
+        "import resnet_ablate, json; from resnet_ablate.config import conf_dir; "
+        "print(json.dumps([resnet_ablate.__file__, str(conf_dir())]))"
+    )
+    where = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert all(str(tmp_path / "site") in w for w in where)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnet_ablate", "sweep", "table1", "--dry-run", "seed=0", f"store.root={tmp_path}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "16 cells: 16 pending" in proc.stdout

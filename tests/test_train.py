@@ -1,0 +1,181 @@
+"""The recipe, the records, and resume: exact after SIGKILL, diverged runs as results, corrupt checkpoints."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from resnet_ablate import store
+from resnet_ablate.data import CifarOnDevice, load_cifar, write_synthetic
+from resnet_ablate.train import lr_at, train
+
+from .conftest import ROOT, cli
+
+TINY = [
+    "model=resnet20",
+    "model.depth=8",
+    "data=synthetic",
+    "data.synthetic_train=512",
+    "data.synthetic_test=256",
+    "train.device=cpu",
+]
+
+
+def test_schedule_warms_up_then_returns_to_0_1_and_decays_at_32k_48k(cfg):
+    t = cfg().train
+    assert (t.iterations, list(t.milestones), t.warmup_iterations) == (64000, [32000, 48000], 400)
+    assert [lr_at(i, t) for i in (0, 399)] == [0.01, 0.01]
+    assert lr_at(400, t) == 0.1 and lr_at(31999, t) == 0.1  # the warm-up returns to 0.1
+    assert lr_at(32000, t) == pytest.approx(0.01) and lr_at(48000, t) == pytest.approx(0.001)
+
+
+def test_budgets_keep_the_milestones_at_the_same_fractions(cfg):
+    for name in ("half", "quarter", "tenth", "hundredth"):
+        t = cfg(f"budget={name}").train
+        assert [m / t.iterations for m in t.milestones] == [0.5, 0.75]
+
+
+def test_synthetic_data_is_written_in_torchvisions_cifar_layout(tmp_path):
+    import torchvision
+
+    write_synthetic(tmp_path / "cifar-10-batches-py", 100, 50)
+    ds = torchvision.datasets.CIFAR10.__new__(torchvision.datasets.CIFAR10)  # torchvision's own reader, minus MD5
+    ds.root, ds.train, ds.base_folder, ds.transform, ds.target_transform = (
+        str(tmp_path),
+        True,
+        "cifar-10-batches-py",
+        None,
+        None,
+    )
+    ds.data, ds.targets = [], []
+    import pickle
+
+    for i in range(1, 6):
+        with open(tmp_path / "cifar-10-batches-py" / f"data_batch_{i}", "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        ds.data.append(entry["data"])
+        ds.targets.extend(entry["labels"])
+    ds.data = np.vstack(ds.data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+    image, label = ds[0]
+    assert image.size == (32, 32) and len(ds) == 100
+
+
+def test_missing_cifar_is_a_clear_error_naming_the_folder(cfg, tmp_path):
+    c = cfg("data=cifar10", f"data.root={tmp_path}", "data.download=false")
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        load_cifar(c)
+
+
+def test_train_batches_are_padded_crops_and_flips_of_the_normalised_images(cfg, tmp_path):
+    c = cfg(*TINY, f"data.root={tmp_path}", "train.batch_size=64")
+    data = CifarOnDevice(c, torch.device("cpu"))
+    x, y = data.train_batch(3)
+    padded = data.train_x[data._permutation(0)[3 * 64 : 4 * 64]]
+    for img, src in zip(x, padded):
+        windows = [src[:, r : r + 32, q : q + 32] for r in range(9) for q in range(9)]
+        assert any(torch.equal(img, w) or torch.equal(img, w.flip(2)) for w in windows)
+    assert torch.all(data.train_x[:, :, :4] == 0)  # zero padding after normalisation (authors' order)
+
+
+def test_a_run_writes_the_run_directory_contract(cfg, tmp_path):
+    c = cfg(*TINY, "budget=smoke", f"store.root={tmp_path}", f"data.root={tmp_path}")
+    result = train(c, store.run_dir(c))
+    d = store.run_dir(c)
+    rows = store.read_jsonl(d / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [8, 16, 24]
+    assert {
+        "iteration",
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_error",
+        "test_loss",
+        "test_error",
+        "images_per_s",
+        "elapsed",
+    } <= set(rows[0])
+    assert result["status"] == "done" and result["test_error"] == rows[-1]["test_error"]
+    ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == 24 and "model" in ckpt and "optimizer" in ckpt and "data" in ckpt["rng"]
+    assert OmegaConf.load(d / "config.yaml").model.depth == 8
+    flow = store.read_jsonl(d / "grad_flow.jsonl")
+    assert [r["iteration"] for r in flow] == [0, 8, 16, 24] and len(flow[0]["norms"]) == 3
+
+
+def test_a_diverging_run_ends_as_a_diverged_result(cfg, tmp_path):
+    c = cfg(
+        *TINY,
+        "budget=smoke",
+        "train.lr=1e12",
+        "train.warmup_iterations=0",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path}",
+    )
+    result = train(c, store.run_dir(c))
+    assert result["status"] == "diverged" and result["diverged_at"] == 8
+
+
+def test_a_corrupt_checkpoint_restarts_the_run_from_scratch(cfg, tmp_path, capsys):
+    c = cfg(*TINY, "budget=smoke", f"store.root={tmp_path}", f"data.root={tmp_path}")
+    d = store.run_dir(c)
+    d.mkdir(parents=True)
+    (d / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    result = train(c, d)
+    assert "unreadable" in capsys.readouterr().out
+    assert result["status"] == "done" and result["iterations"] == 24
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed")} for r in rows]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
+    common = [
+        *TINY,
+        "shortcut=dropout",
+        "train.iterations=48",
+        "train.milestones=[24,36]",
+        "train.eval_every=4",
+        "train.checkpoint_every=4",
+        "train.deterministic=true",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    cli("train", "--quiet", *common, f"store.root={tmp_path / 'a'}", check=True)
+
+    b = tmp_path / "b"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *common, f"store.root={b}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = store.read_jsonl(next(iter(b.glob("runs/*/metrics.jsonl")), b / "none"))
+        if rows and rows[-1]["iteration"] >= 14:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_b,) = b.glob("runs/*")
+    assert not (run_b / "result.json").exists(), "killed too late: the run had ended"
+    assert torch.load(run_b / "checkpoint.pt", weights_only=True)["iteration"] < 48
+    cli("train", "--quiet", *common, f"store.root={b}", check=True)
+
+    (run_a,) = (tmp_path / "a").glob("runs/*")
+    assert run_a.name == run_b.name  # same identity, same key
+    sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
+    assert sa["model"].keys() == sb["model"].keys()
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    for ga, gb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
+    assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))
+    ra, rb = (store.read_json(r / "result.json") for r in (run_a, run_b))
+    assert ra["test_error"] == rb["test_error"] and ra["train_loss"] == rb["train_loss"]
