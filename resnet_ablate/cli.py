@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Reproduce and extend the ablations of 'Identity Mappings in Deep Residual Networks'.",
 )
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=200)  # tables unwrapped in files and pipes
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. model=resnet110 unit=full_preact seed=1")
 
 

@@ -189,7 +189,7 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
     model, opt, step, autocast = setup(cfg, device)
 
     start, elapsed = 0, 0.0
-    stats = torch.zeros(3, dtype=torch.float64, device=device)  # train loss sum, errors, images since last eval
+    stats = torch.zeros(2, dtype=torch.float64, device=device)  # train loss sum, errors since the last evaluation
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -226,13 +226,7 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
     for it in range(start, t.iterations):
         x, y = data.train_batch(it)
         loss, out = step(x, y, lr_at(it, t))
-        stats += torch.stack(
-            [
-                loss.detach().double() * len(y),
-                (out.argmax(1) != y).sum().double(),
-                torch.tensor(float(len(y)), dtype=torch.float64, device=device),
-            ]
-        )
+        stats += torch.stack([loss.detach().double() * len(y), (out.argmax(1) != y).sum().double()])
         done = it + 1
         if progress:
             progress(done, None)
@@ -240,7 +234,8 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
             continue
         now = time.perf_counter()
         elapsed += now - tick
-        loss_sum, errors, seen = stats.tolist()
+        loss_sum, errors = stats.tolist()
+        seen = (done - (it // t.eval_every) * t.eval_every) * t.batch_size  # images since the last evaluation
         stats.zero_()
         row = {
             "iteration": done,
