@@ -286,12 +286,13 @@ def table(
         f"Depths of our runs: {', '.join(depths)}." if depths else ""
     )
     wide = layout(result)
+    flat = wide.set_axis([f"{c} {k}" for c, k in wide.columns], axis=1)
     if fmt == "csv":
         text = result.to_csv(index=False)
     elif fmt == "md":
-        text = f"**{title}**\n\n" + wide.to_markdown() + (f"\n\n{note}" if note else "") + "\n"
+        text = f"**{title}**\n\n" + flat.to_markdown(disable_numparse=True) + (f"\n\n{note}" if note else "") + "\n"
     elif fmt == "latex":
-        text = wide.to_latex(caption=title + (f" {note}" if note else ""), label=f"tab:{name}")
+        text = flat.to_latex(escape=True, caption=title + (f" {note}" if note else ""), label=f"tab:{name}")
     else:
         t = Table("", *[f"{c}\n{k}" for c, k in wide.columns], title=title, caption=note or None)
         for row, values in wide.iterrows():

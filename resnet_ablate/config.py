@@ -100,6 +100,7 @@ class DataConfig:
     synthetic_train: int = 1024  # image counts of the synthetic dataset
     synthetic_test: int = 512
     image_size: int = 224  # ImageNet: train crop
+    scale: list[int] = field(default_factory=lambda: [256, 480])  # ImageNet: shorter side drawn from this range
     test_size: int = 224  # ImageNet: single centre crop at test (paper: 320 too)
     workers: int = 8  # ImageNet DataLoader workers
 

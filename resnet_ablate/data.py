@@ -150,28 +150,27 @@ class CifarOnDevice:
 
 
 class ImageFolderData:
-    """ImageNet from data.root/imagenet/{train,val} with the paper's augmentation (scale 256–480, crop, flip),
-    through torchvision's ImageFolder and a standard DataLoader. Resumes at epoch granularity of the sampler."""
+    """ImageNet from data.root/imagenet/{train,val} with the paper's augmentation (shorter side 256–480, 224 crop,
+    flip) through torchvision's ImageFolder and a standard DataLoader; epoch e's order and augmentation are seeded
+    by (seed, e), and a resume skips the batches of the epoch already used."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         from torchvision import datasets
-        from torchvision import transforms as T
+        from torchvision.transforms import v2 as T
 
         folder = data_root(cfg) / "imagenet"
         if not (folder / "train").is_dir():
             raise FileNotFoundError(f"ImageNet not found: expected {folder}/train/<class>/* and {folder}/val/<class>/*")
-        norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        train_tf = T.Compose(
-            [
-                T.RandomChoice([T.Resize(s) for s in range(256, 481, 32)]),
-                T.RandomCrop(cfg.data.image_size),
-                T.RandomHorizontalFlip(),
-                T.ToTensor(),
-                norm,
-            ]
-        )
-        size = cfg.data.test_size
-        test_tf = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(), norm])
+        norm = [
+            T.ToImage(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+        low, high = cfg.data.scale
+        crop = cfg.data.image_size
+        train_tf = T.Compose([T.RandomResize(low, high + 1), T.RandomCrop(crop), T.RandomHorizontalFlip(), *norm])
+        size = cfg.data.test_size  # one centre crop of the image resized to a shorter side of size·256/224
+        test_tf = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *norm])
         self.train_set = datasets.ImageFolder(str(folder / "train"), train_tf)
         self.test_set = datasets.ImageFolder(str(folder / "val"), test_tf)
         self.device, self.seed, self.batch, self.workers = device, cfg.seed, cfg.train.batch_size, cfg.data.workers

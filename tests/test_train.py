@@ -179,3 +179,40 @@ def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
     assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))
     ra, rb = (store.read_json(r / "result.json") for r in (run_a, run_b))
     assert ra["test_error"] == rb["test_error"] and ra["train_loss"] == rb["train_loss"]
+
+
+def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 3)):
+        for c in ("n01", "n02", "n03"):
+            (tmp_path / "imagenet" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / "imagenet" / split / c / f"{i}.jpeg"
+                )
+    c = cfg(
+        "model=imagenet_resnet152",
+        "model.stages=[1,1,1,1]",
+        "model.widths=[8,8,8,8]",
+        "unit=full_preact",
+        "data=imagenet",
+        "data.num_classes=3",
+        "data.image_size=32",
+        "data.scale=[32,40]",
+        "data.test_size=32",
+        "data.workers=0",
+        "budget=imagenet",
+        "train.batch_size=4",
+        "train.iterations=6",
+        "train.milestones=[3]",
+        "train.eval_every=3",
+        "train.checkpoint_every=3",
+        "train.device=cpu",
+        f"data.root={tmp_path}",
+        f"store.root={tmp_path}",
+    )
+    result = train(c, store.run_dir(c))
+    assert result["status"] == "done" and result["iterations"] == 6
+    assert 0 <= result["test_error_top5"] <= result["test_error"] <= 1

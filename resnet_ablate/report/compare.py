@@ -10,6 +10,9 @@ import pandas as pd
 from .tables import _select
 
 
+MIN_SEEDS = 3  # below this a bootstrap interval only restates the observed values
+
+
 def compare(
     df: pd.DataFrame, axis: str, settings: list[Any], filters: dict[str, Any], resamples: int = 10000, seed: int = 0
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -37,8 +40,10 @@ def compare(
             "ci_low": None,
             "ci_high": None,
         }
-        if s != ref_name and min(len(e), len(ref)) < 2:
-            verdicts.append(f"{s} vs {ref_name}: too few finished seeds to tell (n={len(e)}/{len(ref)}; need 2+ each).")
+        if s != ref_name and min(len(e), len(ref)) < MIN_SEEDS:
+            verdicts.append(
+                f"{s} vs {ref_name}: too few finished seeds to tell (n={len(e)}/{len(ref)}; need {MIN_SEEDS}+ each)."
+            )
         elif s != ref_name:
             a, b = ref.set_index("seed")["error"], g.set_index("seed")["error"]
             paired = set(a.index) == set(b.index)
