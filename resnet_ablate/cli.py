@@ -122,6 +122,7 @@ def sweep(
     from .sweep import plan
 
     args = list(overrides or [])
+    _check_launcher(args)
     args += ["store.rerun=all"] if force else ["store.rerun=failed"] if retry_failed else []
     args += ["launcher.fail_fast=true"] if fail_fast else []
     args += [f"launcher.gpus='{gpus}'"] if gpus else []
@@ -153,6 +154,18 @@ def sweep(
         fail(f"{failed} cell(s) failed; their errors are in result.json and train.log; rerun with --retry-failed", 1)
 
 
+def _check_launcher(args: list[str]) -> None:
+    """A launcher that cannot start fails at once, naming what is missing, before the store is touched."""
+    import importlib.util
+    import shutil
+
+    if "launcher=slurm" in args or any(a.startswith("hydra/launcher=submitit_slurm") for a in args):
+        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+            fail("launcher=slurm needs hydra-submitit-launcher: pip install 'resnet-ablate[slurm]'")
+        if shutil.which("sbatch") is None:
+            fail("launcher=slurm needs SLURM's sbatch on PATH (a SLURM client); on one machine use launcher=local")
+
+
 def _check_architectures(cells) -> None:
     """Build each distinct architecture of a grid on the meta device: a bad combination fails before any training."""
     import torch
@@ -175,13 +188,23 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
 
     values, axes = grid_axes([c.overrides for c in cells])
     fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in axes)
-    table = Table(*axes, "status", "run directory", *(["GPU-h"] if tflops else []), title=fixed or None)
+    from .sweep import slurm_jobs
+
+    jobs = slurm_jobs([c.directory for c in cells])
+    table = Table(
+        *axes,
+        "status",
+        *(["SLURM job"] if jobs else []),
+        "run directory",
+        *(["GPU-h"] if tflops else []),
+        title=fixed or None,
+    )
     macs: dict[str, int] = {}
     hours, counts = 0.0, {}
     for c, v in zip(cells, values):
         status = c.status
         counts[status] = counts.get(status, 0) + 1
-        row = [v.get(k, "") for k in axes] + [status, str(c.directory)]
+        row = [v.get(k, "") for k in axes] + [status, *([jobs.get(c.directory, "")] if jobs else []), str(c.directory)]
         if tflops:
             arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
             if arch not in macs:
@@ -207,7 +230,7 @@ def status(
     from omegaconf import OmegaConf
 
     from . import store
-    from .sweep import plan
+    from .sweep import plan, slurm_jobs
 
     if preset:
         try:
@@ -218,7 +241,10 @@ def status(
         return
     cfg = compose_or_fail(list(overrides or []))
     dirs = sorted(Path(cfg.store.root).glob("runs/*"))
-    table = Table("run", "status", "model", "unit", "shortcut", "data", "seed", "test err")
+    jobs = slurm_jobs(dirs)
+    table = Table(
+        "run", "status", "model", "unit", "shortcut", "data", "seed", "test err", *(["SLURM job"] if jobs else [])
+    )
     for d in dirs:
         result = store.read_json(d / "result.json") or {}
         c = result.get("config") or (
@@ -234,6 +260,7 @@ def status(
             str(c.get("data", {}).get("name", "")),
             str(c.get("seed", "")),
             f"{100 * err:.2f}%" if err is not None else "",
+            *([jobs.get(d, "")] if jobs else []),
         )
     out.print(table)
 

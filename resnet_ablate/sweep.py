@@ -7,7 +7,9 @@ function owns skip and resume, so any Hydra launcher can run the cells.
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,25 @@ def axes(cells: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
     return values, [k for k in keys if len({v.get(k) for v in values}) > 1]
 
 
+def slurm_jobs(directories: list[Path]) -> dict[Path, str]:
+    """'<job id> <state>' of the SLURM job that last ran each cell (from scheduler.json and one sacct call)."""
+    ids = {d: j["slurm_job_id"] for d in directories if (j := store.read_json(d / "scheduler.json"))}
+    if not ids:
+        return {}
+    states: dict[str, str] = {}
+    try:
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(set(ids.values()))],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        states = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {d: f"{job} {states.get(job, '')}".strip() for d, job in ids.items()}
+
+
 @dataclass
 class Cell:
     overrides: list[str]
@@ -93,6 +114,10 @@ def run_cell(cfg: DictConfig, progress=None) -> dict[str, Any]:
             return {"status": "running", "key": directory.name}
         if not needs_run(cfg, directory):
             return store.read_json(directory / "result.json")
+        if "SLURM_JOB_ID" in os.environ:  # for `resnet-ablate status`
+            job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
+            task = os.environ.get("SLURM_ARRAY_TASK_ID")
+            store.write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
         if (directory / "result.json").exists():  # a rerun starts from scratch
             for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "grad_flow.jsonl"):
                 (directory / name).unlink(missing_ok=True)

@@ -188,13 +188,15 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
     data = make_data(cfg, device)
     model, opt, step, autocast = setup(cfg, device)
 
-    start, elapsed = 0, 0.0
+    start, elapsed, resumed_from = 0, 0.0, []
     stats = torch.zeros(2, dtype=torch.float64, device=device)  # train loss sum, errors since the last evaluation
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start, elapsed = ckpt["iteration"], ckpt["elapsed"]
+        resumed_from = [*ckpt["resumed_from"], start]
+        print(f"resuming {directory.name} from its checkpoint at iteration {start}", flush=True)
         stats.copy_(ckpt["stats"])
         _set_rng_states(ckpt["rng"], device)
         data.set_rng_state(ckpt["rng"]["data"])
@@ -211,6 +213,7 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "iteration": iteration,
+            "resumed_from": resumed_from,
             "elapsed": elapsed,
             "stats": stats.cpu(),
             "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
@@ -267,6 +270,7 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
         "train_loss": row.get("train_loss"),
         "iterations": row.get("iteration", start),
         "diverged_at": diverged_at,
+        "resumed_from": resumed_from,
         "wall_time": round(elapsed, 3),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},

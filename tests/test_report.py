@@ -145,9 +145,15 @@ def test_compare_reports_medians_intervals_and_a_verdict(root):
 def test_compare_separates_clear_differences_and_not_noise():
     from resnet_ablate.report.compare import compare
 
-    rows = [{"unit": u, "seed": s, "error": e, "budget": "paper"}
-            for u, errs in (("a", [6.0, 6.2, 6.1, 5.9, 6.3]), ("b", [8.0, 8.3, 8.1, 7.9, 8.2]), ("c", [6.3, 5.8, 6.2, 6.0, 6.1]))
-            for s, e in enumerate(errs)]
+    rows = [
+        {"unit": u, "seed": s, "error": e, "budget": "paper"}
+        for u, errs in (
+            ("a", [6.0, 6.2, 6.1, 5.9, 6.3]),
+            ("b", [8.0, 8.3, 8.1, 7.9, 8.2]),
+            ("c", [6.3, 5.8, 6.2, 6.0, 6.1]),
+        )
+        for s, e in enumerate(errs)
+    ]
     table, verdicts = compare(pd.DataFrame(rows), "unit", ["a", "b", "c"], {})
     assert table.loc[1, "delta"] == pytest.approx(2.0) and table.loc[1, "ci_low"] > 0
     assert "b vs a" in verdicts[0] and "the data separate them; a has the lower error" in verdicts[0]

@@ -21,8 +21,6 @@ def test_every_config_of_every_group_composes(cfg, group):
     options = [p.stem for p in (conf_dir() / group).glob("*.yaml")]
     assert options
     for option in options:
-        if group == "launcher" and option == "slurm":
-            continue  # needs hydra-submitit-launcher (an extra)
         assert cfg(f"{group}={option}") is not None
 
 

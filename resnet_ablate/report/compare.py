@@ -9,7 +9,6 @@ import pandas as pd
 
 from .tables import _select
 
-
 MIN_SEEDS = 3  # below this a bootstrap interval only restates the observed values
 
 

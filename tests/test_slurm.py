@@ -1,0 +1,114 @@
+"""The SLURM path for real: a single-node cluster (tests/cluster/slurm.sh), sbatch through hydra-submitit-launcher."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from resnet_ablate import store
+
+from .conftest import ROOT, cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+SCRIPT = ROOT / "tests" / "cluster" / "slurm.sh"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if shutil.which("slurmctld") is None or shutil.which("mariadbd") is None:
+        pytest.skip("SLURM is not installed here: run `tests/cluster/slurm.sh install` (as .ci/run does)")
+    state = tmp_path_factory.mktemp("slurm")
+    subprocess.run(["bash", str(SCRIPT), "start", str(state)], check=True, capture_output=True, timeout=120)
+    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
+    try:
+        yield state
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, timeout=120)
+        os.environ.pop("SLURM_CONF", None)
+
+
+SLURM = [
+    "launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+]
+SMALL = [
+    "model=resnet20",
+    "model.depth=8",
+    "data=synthetic",
+    "data.synthetic_train=256",
+    "data.synthetic_test=128",
+    "budget=smoke",
+    "train.grad_flow=false",
+]
+
+
+def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
+    args = [
+        "table2",
+        *SMALL,
+        "unit=original,full_preact",
+        "seed=0",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        *SLURM,
+    ]
+    cli("sweep", *args, check=True, timeout=300)
+    results = store.results(tmp_path)
+    assert sorted(r["config"]["unit"]["name"] for r in results) == ["full_preact", "original"]
+    assert all(r["status"] == "done" for r in results)
+    status = cli("status", "table2", *args[1:], check=True)
+    assert status.stdout.count("COMPLETED") == 2  # SLURM job ids and states beside the cells
+
+
+def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
+    args = [
+        "table2",
+        *SMALL,
+        "unit=original",
+        "seed=0",
+        "train.iterations=80",
+        "train.milestones=[40,60]",
+        "train.eval_every=5",
+        "train.checkpoint_every=5",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        *SLURM,
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "resnet_ablate", "sweep", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline, job = time.time() + 240, None
+    while time.time() < deadline:
+        run = next(iter(tmp_path.glob("runs/*")), None)
+        rows = store.read_jsonl(run / "metrics.jsonl") if run else []
+        if rows and rows[-1]["iteration"] >= 15 and (run / "scheduler.json").exists():
+            job = store.read_json(run / "scheduler.json")["slurm_job_id"]
+            break
+        time.sleep(0.2)
+    assert job, "the cell never got going"
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, output
+    result = store.read_json(run / "result.json")
+    assert result["status"] == "done" and result["iterations"] == 80
+    assert result["resumed_from"] and result["resumed_from"][0] >= 10  # resumed, not restarted
+    iterations = [r["iteration"] for r in store.read_jsonl(run / "metrics.jsonl")]
+    assert iterations == list(range(5, 81, 5))
+
+
+def test_slurm_launcher_without_sbatch_fails_at_once(tmp_path):
+    proc = cli(
+        "sweep", "table2", *SMALL, f"store.root={tmp_path}", *SLURM, env={"PATH": os.path.dirname(sys.executable)}
+    )
+    assert proc.returncode == 2 and "needs SLURM's sbatch on PATH" in proc.stderr
+    assert not (tmp_path / "runs").exists()
