@@ -125,6 +125,8 @@ class TrainConfig:
     compile: Compile = Compile.none
     device: str = "auto"  # auto | cuda | cpu
     deterministic: bool = False
+    gpus: int = 1  # processes (GPUs) for one run: DistributedDataParallel, the batch split between them
+    sync_bn: bool = False  # synchronise BatchNorm across them (the paper did not)
     grad_flow: bool = True  # record per-unit gradient norms at each evaluation (gradient-flow figure)
 
 

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from .config import Dataset, Normalize, data_root
+from .distributed import Group
 
 CIFAR_MEAN = (125.3, 123.0, 113.9)  # PAPER.md §4, per channel on 0..255
 CIFAR_STD = (63.0, 62.1, 66.7)
@@ -97,7 +98,7 @@ class CifarOnDevice:
     can be rebuilt on resume; crop and flip draw from ``generator``, whose state goes into checkpoints.
     """
 
-    def __init__(self, cfg: DictConfig, device: torch.device):
+    def __init__(self, cfg: DictConfig, device: torch.device, group: Group = Group()):
         xtr, ytr, xte, yte = load_cifar(cfg)
         std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1) / 255
         if Normalize(cfg.data.normalize) is Normalize.pixel:
@@ -109,13 +110,14 @@ class CifarOnDevice:
             return (torch.from_numpy(x).float() / 255 - mean) / std
 
         self.device, self.seed, self.batch = device, cfg.seed, cfg.train.batch_size
+        self.rank_slice = slice(group.rank * self.batch // group.world, (group.rank + 1) * self.batch // group.world)
         self.train_x = torch.nn.functional.pad(norm(xtr), (4, 4, 4, 4)).to(device)
         self.train_y = torch.from_numpy(ytr).to(device)
         self.test_x, self.test_y = norm(xte).to(device), torch.from_numpy(yte).to(device)
         self.steps_per_epoch = len(ytr) // self.batch
         if self.steps_per_epoch == 0:
             raise ValueError(f"train.batch_size {self.batch} exceeds the {len(ytr)} training images")
-        self.generator = torch.Generator(device).manual_seed(cfg.seed)
+        self.generator = torch.Generator(device).manual_seed(cfg.seed + 7919 * group.rank)
         self._perm_epoch, self._perm = -1, None
         self._arange = torch.arange(32, device=device)
 
@@ -128,7 +130,7 @@ class CifarOnDevice:
 
     def train_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, step = divmod(iteration, self.steps_per_epoch)
-        idx = self._permutation(epoch)[step * self.batch : (step + 1) * self.batch]
+        idx = self._permutation(epoch)[step * self.batch : (step + 1) * self.batch][self.rank_slice]
         n, g = len(idx), self.generator
         dy = torch.randint(0, 9, (n, 1), generator=g, device=self.device)
         dx = torch.randint(0, 9, (n, 1), generator=g, device=self.device)
@@ -154,7 +156,7 @@ class ImageFolderData:
     flip) through torchvision's ImageFolder and a standard DataLoader; epoch e's order and augmentation are seeded
     by (seed, e), and a resume skips the batches of the epoch already used."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device):
+    def __init__(self, cfg: DictConfig, device: torch.device, group: Group = Group()):
         from torchvision import datasets
         from torchvision.transforms import v2 as T
 
@@ -175,19 +177,20 @@ class ImageFolderData:
         self.test_set = datasets.ImageFolder(str(folder / "val"), test_tf)
         self.device, self.seed, self.batch, self.workers = device, cfg.seed, cfg.train.batch_size, cfg.data.workers
         self.steps_per_epoch = max(1, len(self.train_set) // self.batch)
+        self.group = group
         self._epoch, self._iter = -1, None
 
     def _loader(self, dataset, shuffle: bool, epoch: int = 0):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.utils.data.DataLoader(
-            dataset,
-            self.batch,
-            shuffle=shuffle,
-            generator=g,
-            drop_last=shuffle,
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-        )
+        kwargs = {"num_workers": self.workers, "pin_memory": self.device.type == "cuda"}
+        if not shuffle:
+            return torch.utils.data.DataLoader(dataset, self.batch, **kwargs)
+        # The epoch's global batches, the same on every rank; this rank loads its share of each, and seeds its
+        # workers' augmentation apart from the other ranks'.
+        world, rank = self.group.world, self.group.rank
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        mine = order[: self.steps_per_epoch * self.batch].view(self.steps_per_epoch, world, -1)[:, rank].flatten()
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 7919 + rank)
+        return torch.utils.data.DataLoader(dataset, self.batch // world, sampler=mine.tolist(), generator=g, **kwargs)
 
     def train_batch(self, iteration: int):
         epoch, step = divmod(iteration, self.steps_per_epoch)
@@ -209,7 +212,7 @@ class ImageFolderData:
         pass
 
 
-def make_data(cfg: DictConfig, device: torch.device):
+def make_data(cfg: DictConfig, device: torch.device, group: Group = Group()):
     if Dataset(cfg.data.name) is Dataset.imagenet:
-        return ImageFolderData(cfg, device)
-    return CifarOnDevice(cfg, device)
+        return ImageFolderData(cfg, device, group)
+    return CifarOnDevice(cfg, device, group)

@@ -11,6 +11,7 @@ import platform
 import random
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
-from . import __version__, store
+from . import __version__, distributed, store
 from .config import Compile, Precision, identity
 from .data import make_data
+from .distributed import Group
 from .models import ResidualUnit, build_model
 
 Progress = Callable[[int, dict | None], None]
@@ -35,9 +38,9 @@ def lr_at(iteration: int, t: DictConfig) -> float:
     return t.lr * t.lr_decay ** sum(iteration >= m for m in t.milestones)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
     return torch.device(name)
@@ -124,7 +127,7 @@ def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
     return {"test_loss": loss / n, "test_error": top1 / n, "test_error_top5": top5 / n}
 
 
-def setup(cfg: DictConfig, device: torch.device):
+def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
     """The model, its optimiser, one training step ``step(x, y, lr) -> (loss, logits)`` and the eval autocast.
 
     On CUDA: channels_last, bf16 autocast (``precision=bf16``), fused SGD, optional torch.compile (CUDA graphs
@@ -149,12 +152,18 @@ def setup(cfg: DictConfig, device: torch.device):
     def autocast():
         return torch.autocast("cuda", torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
+    forward = model
+    if group is not None and group.world > 1:
+        if t.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        with warnings.catch_warnings():  # BN statistics stay per process, as in the paper (no buffer broadcast)
+            warnings.simplefilter("ignore", FutureWarning)
+            forward = DistributedDataParallel(
+                model, device_ids=[device.index] if cuda else None, broadcast_buffers=False
+            )
     mode = Compile(t.compile)
-    forward = (
-        model
-        if mode is Compile.none
-        else torch.compile(model, mode="reduce-overhead" if mode is Compile.cudagraphs else None)
-    )
+    if mode is not Compile.none:
+        forward = torch.compile(forward, mode="reduce-overhead" if mode is Compile.cudagraphs else None)
 
     def step(x: torch.Tensor, y: torch.Tensor, lr: float):
         for group in opt.param_groups:
@@ -173,20 +182,33 @@ def setup(cfg: DictConfig, device: torch.device):
 
 
 def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Train the cell of ``cfg`` in ``directory`` (resuming from its checkpoint) and write its result.json."""
+    """Train the cell of ``cfg`` in ``directory`` (resuming from its checkpoint) and write its result.json;
+    with ``train.gpus`` > 1 (and not already under torchrun) in that many processes."""
+    if cfg.train.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        if cfg.train.batch_size % cfg.train.gpus:
+            raise ValueError(f"train.batch_size {cfg.train.batch_size} does not split over train.gpus={cfg.train.gpus}")
+        plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+        distributed.spawn(cfg.train.gpus, _train, plain, directory, None)
+        return store.read_json(directory / "result.json")
+    return _train(cfg, directory, progress)
+
+
+def _train(cfg: DictConfig, directory: Path, progress: Progress | None) -> dict[str, Any]:
     t = cfg.train
-    device = resolve_device(t.device)
+    group = distributed.current()
+    device = resolve_device(t.device, group.rank)
     seed_everything(cfg.seed, t.deterministic)
     directory.mkdir(parents=True, exist_ok=True)
-    store.save_config(directory, cfg)
+    if group.main:
+        store.save_config(directory, cfg)
     ckpt_path, metrics_path, flow_path = (
         directory / "checkpoint.pt",
         directory / "metrics.jsonl",
         directory / "grad_flow.jsonl",
     )
 
-    data = make_data(cfg, device)
-    model, opt, step, autocast = setup(cfg, device)
+    data = make_data(cfg, device, group)
+    model, opt, step, autocast = setup(cfg, device, group)
 
     start, elapsed, resumed_from = 0, 0.0, []
     stats = torch.zeros(2, dtype=torch.float64, device=device)  # train loss sum, errors since the last evaluation
@@ -197,27 +219,32 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
         start, elapsed = ckpt["iteration"], ckpt["elapsed"]
         resumed_from = [*ckpt["resumed_from"], start]
         print(f"resuming {directory.name} from its checkpoint at iteration {start}", flush=True)
-        stats.copy_(ckpt["stats"])
-        _set_rng_states(ckpt["rng"], device)
-        data.set_rng_state(ckpt["rng"]["data"])
-    for path in (metrics_path, flow_path):
-        store.truncate_jsonl(path, start)
+        stats.copy_(ckpt["stats"][group.rank])
+        rng = ckpt["rng"][group.rank]
+        _set_rng_states(rng, device)
+        data.set_rng_state(rng["data"])
+    if group.main:
+        for path in (metrics_path, flow_path):
+            store.truncate_jsonl(path, start)
     flow_batch = None
-    if t.grad_flow and hasattr(data, "train_x"):
+    if t.grad_flow and group.main and hasattr(data, "train_x"):
         flow_batch = (data.train_x[: t.batch_size, :, 4:36, 4:36], data.train_y[: t.batch_size])
         if start == 0:
             store.append_jsonl(flow_path, {"iteration": 0, "norms": gradient_flow(model, *flow_batch)})
 
     def save(iteration: int) -> None:
+        per_rank = group.gather(({**_rng_states(device), "data": data.rng_state()}, stats.cpu()))
+        if not group.main:
+            return
         state = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "iteration": iteration,
             "resumed_from": resumed_from,
             "elapsed": elapsed,
-            "stats": stats.cpu(),
+            "stats": [s for _, s in per_rank],
             "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            "rng": {**_rng_states(device), "data": data.rng_state()},
+            "rng": [r for r, _ in per_rank],
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -237,9 +264,18 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
             continue
         now = time.perf_counter()
         elapsed += now - tick
-        loss_sum, errors = stats.tolist()
+        loss_sum, errors = group.all_reduce(stats.clone()).tolist()
         seen = (done - (it // t.eval_every) * t.eval_every) * t.batch_size  # images since the last evaluation
         stats.zero_()
+        if not math.isfinite(loss_sum):
+            status, diverged_at = "diverged", done
+        if not group.main:  # rank 0 evaluates and writes; the others wait for its decision to go on
+            if group.broadcast(None) == "stop":
+                break
+            if done % t.checkpoint_every == 0 or done == t.iterations:
+                save(done)
+            tick, tick_iteration = time.perf_counter(), done
+            continue
         row = {
             "iteration": done,
             "epoch": round(done / data.steps_per_epoch, 3),
@@ -255,8 +291,7 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
             store.append_jsonl(flow_path, {"iteration": done, "norms": gradient_flow(model, *flow_batch)})
         if progress:
             progress(done, row)
-        if not math.isfinite(row["train_loss"]):
-            status, diverged_at = "diverged", done
+        if group.broadcast("stop" if status == "diverged" else "go") == "stop":
             break
         if done % t.checkpoint_every == 0 or done == t.iterations:
             save(done)
@@ -277,5 +312,6 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
         "git_commit": _git_commit(),
         "config": identity(cfg),
     }
-    store.write_json(directory / "result.json", result)
+    if group.main:
+        store.write_json(directory / "result.json", result)
     return result

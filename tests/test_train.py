@@ -1,5 +1,6 @@
 """The recipe, the records, and resume: exact after SIGKILL, diverged runs as results, corrupt checkpoints."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_a_run_writes_the_run_directory_contract(cfg, tmp_path):
     } <= set(rows[0])
     assert result["status"] == "done" and result["test_error"] == rows[-1]["test_error"]
     ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
-    assert ckpt["iteration"] == 24 and "model" in ckpt and "optimizer" in ckpt and "data" in ckpt["rng"]
+    assert ckpt["iteration"] == 24 and "model" in ckpt and "optimizer" in ckpt and "data" in ckpt["rng"][0]
     assert OmegaConf.load(d / "config.yaml").model.depth == 8
     flow = store.read_jsonl(d / "grad_flow.jsonl")
     assert [r["iteration"] for r in flow] == [0, 8, 16, 24] and len(flow[0]["norms"]) == 3
@@ -216,3 +217,44 @@ def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path
     result = train(c, store.run_dir(c))
     assert result["status"] == "done" and result["iterations"] == 6
     assert 0 <= result["test_error_top5"] <= result["test_error"] <= 1
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_resumes_bit_identical_after_sigkill(tmp_path):
+    """train.gpus=2 on the CPU (gloo): same records and checkpoints as one process, and exact resume."""
+    common = [
+        *TINY,
+        "train.gpus=2",
+        "train.iterations=40",
+        "train.milestones=[20,30]",
+        "train.eval_every=4",
+        "train.checkpoint_every=4",
+        "train.deterministic=true",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    cli("train", "--quiet", *common, f"store.root={tmp_path / 'a'}", check=True)
+    b = tmp_path / "b"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *common, f"store.root={b}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = store.read_jsonl(next(iter(b.glob("runs/*/metrics.jsonl")), b / "none"))
+        if rows and rows[-1]["iteration"] >= 12:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+    proc.wait()
+    (run_b,) = b.glob("runs/*")
+    assert not (run_b / "result.json").exists(), "killed too late: the run had ended"
+    cli("train", "--quiet", *common, f"store.root={b}", check=True)
+    (run_a,) = (tmp_path / "a").glob("runs/*")
+    sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
+    assert len(sa["rng"]) == 2 and sb["resumed_from"]
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))

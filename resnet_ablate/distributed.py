@@ -1,0 +1,79 @@
+"""One run on several GPUs (``train.gpus=N``), as the paper trained ResNet-1001: DistributedDataParallel, the
+batch split across processes, BatchNorm per process (``train.sync_bn=true`` synchronises it). Rank 0 evaluates
+and writes the records; checkpoints hold every rank's RNG states, so resume is as exact as a single process's.
+Launched by ``train`` itself (spawned processes) or by ``torchrun`` (its environment variables)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the run; every method is a no-op for a single process."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (the same list on every rank)."""
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def current() -> Group:
+    """The group of a process started by ``spawn`` or torchrun (RANK/WORLD_SIZE set), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Group()
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Group(dist.get_rank(), dist.get_world_size())
+
+
+def _worker(rank: int, world: int, port: int, fn, args) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    try:
+        fn(*args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(world: int, fn, *args) -> None:
+    """Run ``fn(*args)`` in ``world`` processes of one group on this machine (GPU i for rank i)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_worker, args=(world, port, fn, args), nprocs=world, join=True)
