@@ -138,6 +138,10 @@ def sweep(
         store.check_writable(cells[0].cfg.store.root)
     except PermissionError as e:
         fail(str(e))
+    # Cells may run in other working directories (SLURM, Ray): pass the store and data as absolute paths.
+    args.append(f"store.root={Path(cells[0].cfg.store.root).resolve()}")
+    if cells[0].cfg.data.root:
+        args.append(f"data.root={Path(cells[0].cfg.data.root).resolve()}")
     from .sweep import task
 
     sys.argv = ["resnet-ablate", "-m", f"sweep={preset}", *args]
@@ -164,6 +168,19 @@ def _check_launcher(args: list[str]) -> None:
             fail("launcher=slurm needs hydra-submitit-launcher: pip install 'resnet-ablate[slurm]'")
         if shutil.which("sbatch") is None:
             fail("launcher=slurm needs SLURM's sbatch on PATH (a SLURM client); on one machine use launcher=local")
+    if "launcher=ray" in args or any(a.startswith("hydra/launcher=ray") for a in args):
+        if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+            fail("launcher=ray needs hydra-ray-launcher: pip install 'resnet-ablate[ray]'")
+        given = dict(a.split("=", 1) for a in args if a.startswith("hydra.launcher.ray."))
+        gpus = float(given.get("hydra.launcher.ray.remote.num_gpus", 1))
+        if given.get("hydra.launcher.ray.init.address", "null") == "null" and gpus > 0:
+            import torch
+
+            if torch.cuda.device_count() == 0:  # Ray would wait forever for a GPU this machine does not have
+                fail(
+                    "launcher=ray asks for a GPU per cell but this machine has none; "
+                    "add hydra.launcher.ray.remote.num_gpus=0 or hydra.launcher.ray.init.address=HOST:PORT"
+                )
 
 
 def _check_architectures(cells) -> None:

@@ -1,4 +1,5 @@
-"""The SLURM path for real: a single-node cluster (tests/cluster/slurm.sh), sbatch through hydra-submitit-launcher."""
+"""Cluster launchers for real: SLURM (a single-node cluster from tests/cluster/slurm.sh, sbatch through
+hydra-submitit-launcher) and Ray (a local instance through hydra-ray-launcher)."""
 
 import os
 import shutil
@@ -12,7 +13,7 @@ from resnet_ablate import store
 
 from .conftest import ROOT, cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "tests" / "cluster" / "slurm.sh"
 
 
@@ -48,6 +49,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slurm
 def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
     args = [
         "table2",
@@ -66,6 +68,7 @@ def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
     assert status.stdout.count("COMPLETED") == 2  # SLURM job ids and states beside the cells
 
 
+@pytest.mark.slurm
 def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
     args = [
         "table2",
@@ -111,4 +114,27 @@ def test_slurm_launcher_without_sbatch_fails_at_once(tmp_path):
         "sweep", "table2", *SMALL, f"store.root={tmp_path}", *SLURM, env={"PATH": os.path.dirname(sys.executable)}
     )
     assert proc.returncode == 2 and "needs SLURM's sbatch on PATH" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_grid_runs_as_ray_tasks_on_a_local_ray_instance(tmp_path):
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    args = [
+        "table2",
+        *SMALL,
+        "unit=original,full_preact",
+        "seed=0",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        "launcher=ray",
+        "hydra.launcher.ray.remote.num_gpus=0",
+        "hydra.launcher.ray.init.num_cpus=2",
+    ]
+    cli("sweep", *args, env=env, check=True, timeout=300)
+    assert sorted(r["status"] for r in store.results(tmp_path)) == ["done", "done"]
+
+
+def test_ray_launcher_asking_for_a_missing_gpu_fails_at_once(tmp_path):
+    proc = cli("sweep", "table2", *SMALL, f"store.root={tmp_path}", "launcher=ray")
+    assert proc.returncode == 2 and "asks for a GPU per cell but this machine has none" in proc.stderr
     assert not (tmp_path / "runs").exists()
