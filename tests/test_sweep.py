@@ -1,11 +1,14 @@
 """Configs, grids, the sweep command, the local launcher and the store's locks, run as real subprocesses."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
+import torch
 
 from resnet_ablate import store
 from resnet_ablate.config import conf_dir
@@ -224,3 +227,39 @@ def test_configs_work_from_an_installed_wheel(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "16 cells: 16 pending" in proc.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
+    args = [
+        "table2",
+        *SMALL,
+        "model=resnet20",
+        "model.depth=8",
+        "unit=original",
+        "seed=0",
+        "train.iterations=60",
+        "train.milestones=[30,45]",
+        "train.eval_every=4",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "resnet_ablate", "sweep", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/checkpoint.pt")):
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130 and "rerun the same command to resume" in err
+    (run,) = tmp_path.glob("runs/*")
+    assert not (run / "result.json").exists() and not store.is_locked(run)  # the worker is gone, nothing ended
+    stopped_at = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
+    cli("sweep", *args, check=True, timeout=600)
+    result = store.read_json(run / "result.json")
+    assert result["status"] == "done" and result["resumed_from"][0] >= stopped_at > 0
