@@ -84,10 +84,8 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
 
     cfg = compose_or_fail(overrides or [])
     try:
+        _check_architectures([cfg])  # a bad architecture fails before the store is touched
         store.check_writable(cfg.store.root)
-        from .models import build_model
-
-        build_model(cfg)  # fail on a bad architecture before touching the store
     except (ValueError, PermissionError) as e:
         fail(str(e))
     label = store.run_key(cfg)
@@ -128,7 +126,7 @@ def sweep(
     args += [f"launcher.gpus='{gpus}'"] if gpus else []
     try:
         cells = plan(preset, args)
-        _check_architectures(cells)
+        _check_architectures(c.cfg for c in cells)
     except Exception as e:
         fail(one_line(e))
     if dry_run:
@@ -183,19 +181,19 @@ def _check_launcher(args: list[str]) -> None:
                 )
 
 
-def _check_architectures(cells) -> None:
-    """Build each distinct architecture of a grid on the meta device: a bad combination fails before any training."""
+def _check_architectures(cfgs) -> None:
+    """Build each distinct architecture on the meta device (no memory, no time): a bad one fails before training."""
     import torch
 
     from .models import build_model
 
     seen = set()
-    for c in cells:
-        arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
+    for cfg in cfgs:
+        arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
         if arch not in seen:
             seen.add(arch)
             with torch.device("meta"):
-                build_model(c.cfg)
+                build_model(cfg)
 
 
 def _print_cells(cells, tflops: Optional[float]) -> None:

@@ -23,6 +23,12 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "data"
 
 
+def start_cli(*args, **popen) -> subprocess.Popen:
+    """Start ``python -m resnet_ablate`` in the background (its own session, output captured as text)."""
+    defaults = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "start_new_session": True}
+    return subprocess.Popen([sys.executable, "-m", "resnet_ablate", *args], cwd=ROOT, **{**defaults, **popen})
+
+
 def cli(*args, cwd=None, env=None, timeout=600, check=False):
     """Run ``python -m resnet_ablate`` in a real subprocess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

@@ -11,7 +11,7 @@ import pytest
 
 from resnet_ablate import store
 
-from .conftest import ROOT, cli
+from .conftest import ROOT, cli, start_cli
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "tests" / "cluster" / "slurm.sh"
@@ -83,13 +83,7 @@ def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
         f"data.root={tmp_path / 'data'}",
         *SLURM,
     ]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "resnet_ablate", "sweep", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = start_cli("sweep", *args, stderr=subprocess.STDOUT)
     deadline, job = time.time() + 240, None
     while time.time() < deadline:
         run = next(iter(tmp_path.glob("runs/*")), None)

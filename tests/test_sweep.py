@@ -14,7 +14,7 @@ from resnet_ablate import store
 from resnet_ablate.config import conf_dir
 from resnet_ablate.sweep import expand_grid, preset_grid, presets
 
-from .conftest import ROOT, cli
+from .conftest import ROOT, cli, start_cli
 
 GROUPS = ["model", "unit", "shortcut", "data", "budget", "launcher"]
 
@@ -139,16 +139,7 @@ def test_two_sweeps_at_once_never_train_the_same_cell_twice(tmp_path):
         f"data.root={tmp_path / 'data'}",
     ]
     cli("train", "--quiet", *SMALL, f"store.root={tmp_path}", f"data.root={tmp_path / 'data'}", check=True)  # data
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "resnet_ablate", "sweep", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [start_cli("sweep", *args) for _ in range(2)]
     for p in procs:
         p.communicate(timeout=600)
     for run in tmp_path.glob("runs/*"):
@@ -244,13 +235,7 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
         f"store.root={tmp_path}",
         f"data.root={tmp_path / 'data'}",
     ]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "resnet_ablate", "sweep", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sweep = start_cli("sweep", *args)
     deadline = time.time() + 240
     while time.time() < deadline and not list(tmp_path.glob("runs/*/checkpoint.pt")):
         time.sleep(0.2)

@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ from resnet_ablate import store
 from resnet_ablate.data import CifarOnDevice, load_cifar, write_synthetic
 from resnet_ablate.train import lr_at, train
 
-from .conftest import ROOT, cli
+from .conftest import cli, start_cli
 
 TINY = [
     "model=resnet20",
@@ -135,51 +134,53 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed")} for r in rows]
 
 
-@pytest.mark.slow
-def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
-    common = [
-        *TINY,
-        "shortcut=dropout",
-        "train.iterations=48",
-        "train.milestones=[24,36]",
-        "train.eval_every=4",
-        "train.checkpoint_every=4",
-        "train.deterministic=true",
-        f"data.root={tmp_path / 'data'}",
-    ]
+def _killed_and_resumed_vs_uninterrupted(common: list[str], tmp_path, kill_after: int):
+    """Train ``common`` once uninterrupted (store a) and once SIGKILLed (the whole process group) after
+    ``kill_after`` iterations, then resumed (store b); returns both checkpoints, having checked the records match."""
     cli("train", "--quiet", *common, f"store.root={tmp_path / 'a'}", check=True)
-
     b = tmp_path / "b"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *common, f"store.root={b}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = start_cli(
+        "train", "--quiet", *common, f"store.root={b}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
     while time.time() < deadline:
         rows = store.read_jsonl(next(iter(b.glob("runs/*/metrics.jsonl")), b / "none"))
-        if rows and rows[-1]["iteration"] >= 14:
+        if rows and rows[-1]["iteration"] >= kill_after:
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     (run_b,) = b.glob("runs/*")
     assert not (run_b / "result.json").exists(), "killed too late: the run had ended"
-    assert torch.load(run_b / "checkpoint.pt", weights_only=True)["iteration"] < 48
     cli("train", "--quiet", *common, f"store.root={b}", check=True)
-
     (run_a,) = (tmp_path / "a").glob("runs/*")
     assert run_a.name == run_b.name  # same identity, same key
-    sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
-    assert sa["model"].keys() == sb["model"].keys()
-    for k in sa["model"]:
-        assert torch.equal(sa["model"][k], sb["model"][k]), k
-    for ga, gb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
-        assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
     assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))
     ra, rb = (store.read_json(r / "result.json") for r in (run_a, run_b))
-    assert ra["test_error"] == rb["test_error"] and ra["train_loss"] == rb["train_loss"]
+    assert ra["test_error"] == rb["test_error"] and ra["train_loss"] == rb["train_loss"] and rb["resumed_from"]
+    sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
+    assert sa["model"].keys() == sb["model"].keys()
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    return sa, sb
+
+
+RESUMABLE = ["train.eval_every=4", "train.checkpoint_every=4", "train.deterministic=true"]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
+    common = [
+        *TINY,
+        *RESUMABLE,
+        "shortcut=dropout",
+        "train.iterations=48",
+        "train.milestones=[24,36]",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    sa, sb = _killed_and_resumed_vs_uninterrupted(common, tmp_path, kill_after=14)
+    for ga, gb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
 
 
 def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path):
@@ -221,40 +222,14 @@ def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path
 
 @pytest.mark.slow
 def test_two_process_ddp_run_resumes_bit_identical_after_sigkill(tmp_path):
-    """train.gpus=2 on the CPU (gloo): same records and checkpoints as one process, and exact resume."""
+    """train.gpus=2 on the CPU (gloo): the same records and checkpoints as one process, and exact resume."""
     common = [
         *TINY,
+        *RESUMABLE,
         "train.gpus=2",
         "train.iterations=40",
         "train.milestones=[20,30]",
-        "train.eval_every=4",
-        "train.checkpoint_every=4",
-        "train.deterministic=true",
         f"data.root={tmp_path / 'data'}",
     ]
-    cli("train", "--quiet", *common, f"store.root={tmp_path / 'a'}", check=True)
-    b = tmp_path / "b"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *common, f"store.root={b}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        rows = store.read_jsonl(next(iter(b.glob("runs/*/metrics.jsonl")), b / "none"))
-        if rows and rows[-1]["iteration"] >= 12:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
-    proc.wait()
-    (run_b,) = b.glob("runs/*")
-    assert not (run_b / "result.json").exists(), "killed too late: the run had ended"
-    cli("train", "--quiet", *common, f"store.root={b}", check=True)
-    (run_a,) = (tmp_path / "a").glob("runs/*")
-    sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
-    assert len(sa["rng"]) == 2 and sb["resumed_from"]
-    for k in sa["model"]:
-        assert torch.equal(sa["model"][k], sb["model"][k]), k
-    assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))
+    sa, _ = _killed_and_resumed_vs_uninterrupted(common, tmp_path, kill_after=12)
+    assert len(sa["rng"]) == 2  # every rank's RNG states
