@@ -281,7 +281,7 @@ def status(
 
 
 def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
-    """``key=value`` filters over run records (values typed as numbers where they parse); ``store.root=DIR`` apart."""
+    """``key=value`` or ``key=a,b`` filters over run records (numbers typed as such); ``store.root=DIR`` apart."""
     root, filters = "results", {}
     for arg in args or []:
         key, sep, value = arg.partition("=")
@@ -290,14 +290,18 @@ def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
         if key == "store.root":
             root = value
             continue
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                pass
-        filters[key] = value
+        values = [_typed(v) for v in value.split(",")]
+        filters[key] = values if len(values) > 1 else values[0]
     return root, filters
+
+
+def _typed(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
 
 
 @app.command()
@@ -366,7 +370,7 @@ def compare(
     if not sep or "," not in values:
         fail(f"the axis {axis!r} must be key=a,b[,…] (e.g. unit=original,full_preact)")
     root, where = _filters(filters)
-    settings = [_filters([f"{key}={v}"])[1][key] for v in values.split(",")]
+    settings = [_typed(v) for v in values.split(",")]
     try:
         result, verdicts = run_compare(records(root), key, settings, where)
     except (ValueError, LookupError) as e:

@@ -96,8 +96,8 @@ def _select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
         if key not in df.columns:
             valid = ", ".join(c for c in df.columns if c not in ("key", "error", "error_top5"))
             raise ValueError(f"unknown filter {key!r}; valid: {valid}")
-        column = df[key]
-        df = df[column.astype(str) == str(value)] if isinstance(value, str) else df[column == value]
+        column, values = df[key], value if isinstance(value, list) else [value]
+        df = df[column.astype(str).isin([str(v) for v in values]) | column.isin(values)]
     return df
 
 
