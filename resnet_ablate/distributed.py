@@ -1,7 +1,7 @@
 """One run on several GPUs (``train.gpus=N``), as the paper trained ResNet-1001: DistributedDataParallel, the
 batch split across processes, BatchNorm per process (``train.sync_bn=true`` synchronises it). Rank 0 evaluates
 and writes the records; checkpoints hold every rank's RNG states, so resume is as exact as a single process's.
-Launched by ``train`` itself (spawned processes) or by ``torchrun`` (its environment variables)."""
+``train`` spawns the processes itself, on one machine."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class Group:
 
 
 def current() -> Group:
-    """The group of a process started by ``spawn`` or torchrun (RANK/WORLD_SIZE set), else a single process."""
+    """The group of a process started by ``spawn`` (RANK and WORLD_SIZE set), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Group()
@@ -64,6 +64,8 @@ def _worker(rank: int, world: int, port: int, fn, args) -> None:
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
+    if not torch.cuda.is_available():  # CPU ranks share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:
         fn(*args)
     finally:

@@ -26,6 +26,12 @@ def _fmt(row: dict | None) -> str:
     )
 
 
+def print_evaluation(iteration: int, row: dict | None) -> None:
+    """A plain line per evaluation (rank 0 of a multi-process run, where a live bar cannot reach)."""
+    if row is not None:
+        console.print(f"it {iteration}  {_fmt(row)}", highlight=False)
+
+
 class RunProgress:
     """``progress(iteration, row)`` callback for one run: a rich bar, or a line per evaluation."""
 

@@ -27,6 +27,7 @@ from .config import Compile, Precision, identity
 from .data import make_data
 from .distributed import Group
 from .models import ResidualUnit, build_model
+from .progress import print_evaluation
 
 Progress = Callable[[int, dict | None], None]
 
@@ -39,10 +40,11 @@ def lr_at(iteration: int, t: DictConfig) -> float:
 
 
 def resolve_device(name: str, rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
+    """``auto``: the GPU of this rank when there is one, else the CPU."""
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+    if name in ("auto", "cuda"):
+        return torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
@@ -183,12 +185,12 @@ def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
 
 def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Train the cell of ``cfg`` in ``directory`` (resuming from its checkpoint) and write its result.json;
-    with ``train.gpus`` > 1 (and not already under torchrun) in that many processes."""
+    with ``train.gpus`` > 1 in that many processes."""
     if cfg.train.gpus > 1 and "WORLD_SIZE" not in os.environ:
         if cfg.train.batch_size % cfg.train.gpus:
             raise ValueError(f"train.batch_size {cfg.train.batch_size} does not split over train.gpus={cfg.train.gpus}")
         plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-        distributed.spawn(cfg.train.gpus, _train, plain, directory, None)
+        distributed.spawn(cfg.train.gpus, _train, plain, directory, print_evaluation if progress else None)
         return store.read_json(directory / "result.json")
     return _train(cfg, directory, progress)
 
@@ -258,7 +260,7 @@ def _train(cfg: DictConfig, directory: Path, progress: Progress | None) -> dict[
         loss, out = step(x, y, lr_at(it, t))
         stats += torch.stack([loss.detach().double() * len(y), (out.argmax(1) != y).sum().double()])
         done = it + 1
-        if progress:
+        if progress and group.main:
             progress(done, None)
         if done % t.eval_every and done != t.iterations:
             continue
