@@ -410,7 +410,7 @@ def bench(
     overrides: Optional[list[str]] = OVERRIDES,
     models: str = typer.Option("resnet20", help="Comma list of model presets."),
     compile_modes: str = typer.Option("none", "--compile", help="Comma list: none, default, cudagraphs."),
-    precisions: str = typer.Option("bf16", "--precision", help="Comma list: bf16, fp32 (CPU runs fp32 either way)."),
+    precisions: str = typer.Option("auto", "--precision", help="Comma list: auto (bf16 on CUDA), bf16, fp32."),
     jobs: str = typer.Option("1", help="Comma list of concurrent job counts, e.g. 1,2,4,8."),
     steps: int = typer.Option(30, help="Timed steps per job."),
     warmup: int = typer.Option(5, help="Untimed steps first (compilation happens here)."),

@@ -50,6 +50,7 @@ class Normalize(str, Enum):
 
 
 class Precision(str, Enum):
+    auto = "auto"
     bf16 = "bf16"
     fp32 = "fp32"
 
@@ -120,7 +121,7 @@ class TrainConfig:
     batch_size: int = 128
     eval_every: int = 1000
     checkpoint_every: int = 4000
-    precision: Precision = Precision.bf16  # bf16 autocast on CUDA; CPU always runs fp32
+    precision: Precision = Precision.auto  # auto: bf16 autocast on CUDA, fp32 on the CPU
     channels_last: bool = True
     compile: Compile = Compile.none
     device: str = "auto"  # auto | cuda | cpu

@@ -132,8 +132,8 @@ def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
 def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
     """The model, its optimiser, one training step ``step(x, y, lr) -> (loss, logits)`` and the eval autocast.
 
-    On CUDA: channels_last, bf16 autocast (``precision=bf16``), fused SGD, optional torch.compile (CUDA graphs
-    with ``compile=cudagraphs``). The step never reads a value back to the host.
+    On CUDA: channels_last, bf16 autocast (``precision=auto`` or ``bf16``), fused SGD, optional torch.compile
+    (CUDA graphs with ``compile=cudagraphs``). The step never reads a value back to the host.
     """
     t = cfg.train
     cuda = device.type == "cuda"
@@ -149,10 +149,11 @@ def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
         weight_decay=t.weight_decay,
         fused=cuda or None,
     )
-    use_bf16 = cuda and Precision(t.precision) is Precision.bf16
+    precision = Precision(t.precision)
+    use_bf16 = precision is Precision.bf16 or (cuda and precision is Precision.auto)
 
     def autocast():
-        return torch.autocast("cuda", torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        return torch.autocast(device.type, torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
     forward = model
     if group is not None and group.world > 1:

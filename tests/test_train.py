@@ -233,3 +233,25 @@ def test_two_process_ddp_run_resumes_bit_identical_after_sigkill(tmp_path):
     ]
     sa, _ = _killed_and_resumed_vs_uninterrupted(common, tmp_path, kill_after=12)
     assert len(sa["rng"]) == 2  # every rank's RNG states
+
+
+@pytest.mark.slow
+def test_bf16_autocast_trains_within_noise_of_fp32(cfg, tmp_path):
+    """The recipe is unchanged by bf16 (here on the CPU, where ``precision=bf16`` autocasts too)."""
+    results = {}
+    for precision in ("fp32", "bf16"):
+        c = cfg(
+            *TINY,
+            "train.iterations=60",
+            "train.milestones=[30,45]",
+            "train.eval_every=20",
+            "train.grad_flow=false",
+            f"train.precision={precision}",
+            f"store.root={tmp_path}",
+            f"data.root={tmp_path}",
+        )
+        results[precision] = train(c, store.run_dir(c))
+    fp32, bf16 = results["fp32"], results["bf16"]
+    assert fp32["key"] != bf16["key"]
+    assert abs(fp32["test_error"] - bf16["test_error"]) < 0.05
+    assert abs(fp32["train_loss"] - bf16["train_loss"]) < 0.1 * fp32["train_loss"]
