@@ -149,6 +149,7 @@ class LauncherConfig:
     jobs_per_gpu: int = 1
     gpus: Optional[str] = None  # comma list; None: CUDA_VISIBLE_DEVICES or all visible GPUs
     fail_fast: bool = False
+    pack: Optional[list[str]] = None  # set by the grid sweeper: the cells one cluster job runs together
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,40 @@ def needs_run(cfg: DictConfig, directory: Path) -> bool:
     return rerun is Rerun.all or (rerun is Rerun.failed and result["status"] in store.FAILED)
 
 
+def start_worker(overrides: list[str], directory: Path, gpu: str | None, share: int) -> subprocess.Popen:
+    """``python -m resnet_ablate train <overrides>`` pinned to one GPU (or a 1/share of the CPU cores), its output
+    appended to the cell's train.log; in its own session, so a terminal's Ctrl-C reaches only the launcher."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    else:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // share))
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "train.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def run_pack(cfg: DictConfig) -> list[dict[str, Any]]:
+    """A cluster job holding several cells (``launcher.jobs_per_gpu`` > 1): all of them at once on the job's GPU."""
+    cells = [shlex.split(line) for line in cfg.launcher.pack]
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
+    directories = [store.run_dir(compose(c)) for c in cells]
+    procs = [start_worker(c, d, gpu, len(cells)) for c, d in zip(cells, directories)]
+    results = []
+    for proc, directory in zip(procs, directories):
+        proc.wait()
+        results.append(store.read_json(directory / "result.json") or {"status": "failed", "key": directory.name})
+    if any(r["status"] == "failed" for r in results):
+        raise RuntimeError(f"cells failed in this job: {[r['key'] for r in results if r['status'] == 'failed']}")
+    return results
+
+
 def run_cell(cfg: DictConfig, progress=None) -> dict[str, Any]:
     """Train one cell unless it has ended (per ``store.rerun``) or another process holds it; resume if partial."""
     from .train import train
@@ -139,7 +174,7 @@ def run_cell(cfg: DictConfig, progress=None) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def task(cfg: DictConfig) -> dict[str, Any]:
     """The Hydra task function: ``python -m resnet_ablate.sweep -m sweep=table2 hydra/launcher=…`` works too."""
-    return run_cell(cfg)
+    return run_pack(cfg) if cfg.launcher.pack else run_cell(cfg)
 
 
 if __name__ == "__main__":

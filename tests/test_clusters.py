@@ -69,6 +69,26 @@ def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
 
 
 @pytest.mark.slurm
+def test_jobs_per_gpu_packs_cells_into_fewer_slurm_jobs(cluster, tmp_path):
+    args = [
+        "table2",
+        *SMALL,
+        "unit=original,full_preact",
+        "seed=0,1",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        *SLURM,
+        "hydra.launcher.cpus_per_task=2",
+        "launcher.jobs_per_gpu=2",
+    ]
+    cli("sweep", *args, check=True, timeout=300)
+    results = store.results(tmp_path)
+    assert len(results) == 4 and all(r["status"] == "done" for r in results)
+    jobs = [store.read_json(run / "scheduler.json")["slurm_job_id"] for run in tmp_path.glob("runs/*")]
+    assert len(set(jobs)) == 2 and all(jobs.count(j) == 2 for j in jobs)  # 4 cells, 2 array tasks
+
+
+@pytest.mark.slurm
 def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
     args = [
         "table2",

@@ -22,6 +22,12 @@ ConfigStore.instance().store(
 )
 
 
+def _pack(cells: List[List[str]]) -> List[str]:
+    """One cluster job for several cells: the first cell's overrides (for the job's own config) plus all of them."""
+    lines = ", ".join("'" + " ".join(c).replace("'", "\\'") + "'" for c in cells)
+    return [*cells[0], f"launcher.pack=[{lines}]"]
+
+
 class GridSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[dict[str, str]] = None, grid: Any = None):
         super().__init__(max_batch_size, params)
@@ -31,6 +37,9 @@ class GridSweeper(BasicSweeper):
         from resnet_ablate.sweep import expand_grid
 
         cells = expand_grid(self.grid, self._parse_config(), arguments)
+        k = int(self.config.launcher.jobs_per_gpu)
+        if k > 1 and "LocalLauncher" not in self.config.hydra.launcher._target_:
+            cells = [_pack(cells[i : i + k]) for i in range(0, len(cells), k)]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

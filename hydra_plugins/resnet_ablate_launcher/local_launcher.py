@@ -11,7 +11,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ class LocalLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from resnet_ablate import store
         from resnet_ablate.progress import SweepDisplay
-        from resnet_ablate.sweep import needs_run
+        from resnet_ablate.sweep import needs_run, start_worker
 
         jobs = []
         for overrides in job_overrides:
@@ -81,23 +80,9 @@ class LocalLauncher(Launcher):
             try:
                 if stop.is_set():
                     return
-                env = dict(os.environ, PYTHONUNBUFFERED="1")
-                if slot is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = slot
-                else:  # CPU workers share the cores
-                    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs_per_gpu))
-                directory.mkdir(parents=True, exist_ok=True)
-                with open(directory / "train.log", "ab") as log:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                    procs[i] = proc
-                    display.start(i, slot)
-                    code = proc.wait()
+                procs[i] = start_worker(overrides, directory, slot, self.jobs_per_gpu)
+                display.start(i, slot)
+                code = procs[i].wait()
                 result = store.read_json(directory / "result.json") or {"status": "failed"}
                 ok = code == 0
                 returns[i] = _job_return(
