@@ -49,15 +49,21 @@ SMALL = [
 ]
 
 
-@pytest.mark.slurm
-def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
-    args = [
+def _two_cells(tmp_path) -> list[str]:
+    return [
         "table2",
         *SMALL,
         "unit=original,full_preact",
         "seed=0",
         f"store.root={tmp_path}",
         f"data.root={tmp_path / 'data'}",
+    ]
+
+
+@pytest.mark.slurm
+def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
+    args = [
+        *_two_cells(tmp_path),
         *SLURM,
     ]
     cli("sweep", *args, check=True, timeout=300)
@@ -134,12 +140,7 @@ def test_slurm_launcher_without_sbatch_fails_at_once(tmp_path):
 def test_a_grid_runs_as_ray_tasks_on_a_local_ray_instance(tmp_path):
     env = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     args = [
-        "table2",
-        *SMALL,
-        "unit=original,full_preact",
-        "seed=0",
-        f"store.root={tmp_path}",
-        f"data.root={tmp_path / 'data'}",
+        *_two_cells(tmp_path),
         "launcher=ray",
         "hydra.launcher.ray.remote.num_gpus=0",
         "hydra.launcher.ray.init.num_cpus=2",

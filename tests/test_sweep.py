@@ -83,9 +83,9 @@ def test_unwritable_store_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2 and "is not writable" in proc.stderr and "store.root=DIR" in proc.stderr
 
 
-@pytest.mark.slow
-def test_sweep_runs_every_cell_then_skips_them_and_force_recomputes(tmp_path):
-    args = [
+def _two_cells(tmp_path) -> list[str]:
+    """Table 2's preset cut to two cells (ResNet-110 configuration at depth 20, two placements, one seed)."""
+    return [
         "table2",
         *SMALL,
         "model=resnet110",
@@ -94,6 +94,11 @@ def test_sweep_runs_every_cell_then_skips_them_and_force_recomputes(tmp_path):
         f"store.root={tmp_path}",
         f"data.root={tmp_path / 'data'}",
     ]
+
+
+@pytest.mark.slow
+def test_sweep_runs_every_cell_then_skips_them_and_force_recomputes(tmp_path):
+    args = _two_cells(tmp_path)
     proc = cli("sweep", *args, check=True)
     results = store.results(tmp_path)
     assert sorted(r["config"]["unit"]["name"] for r in results) == ["full_preact", "original"]
@@ -129,15 +134,7 @@ def test_a_failing_cell_is_recorded_and_the_rest_go_on(tmp_path):
 
 @pytest.mark.slow
 def test_two_sweeps_at_once_never_train_the_same_cell_twice(tmp_path):
-    args = [
-        "table2",
-        *SMALL,
-        "model=resnet110",
-        "unit=original,full_preact",
-        "seed=0",
-        f"store.root={tmp_path}",
-        f"data.root={tmp_path / 'data'}",
-    ]
+    args = _two_cells(tmp_path)
     cli("train", "--quiet", *SMALL, f"store.root={tmp_path}", f"data.root={tmp_path / 'data'}", check=True)  # data
     procs = [start_cli("sweep", *args) for _ in range(2)]
     for p in procs:
