@@ -171,7 +171,18 @@ def _check_launcher(args: list[str]) -> None:
             fail("launcher=ray needs hydra-ray-launcher: pip install 'resnet-ablate[ray]'")
         given = dict(a.split("=", 1) for a in args if a.startswith("hydra.launcher.ray."))
         gpus = float(given.get("hydra.launcher.ray.remote.num_gpus", 1))
-        if given.get("hydra.launcher.ray.init.address", "null") == "null" and gpus > 0:
+        address = given.get("hydra.launcher.ray.init.address", "null")
+        if address not in ("null", "auto"):
+            import socket
+
+            host, _, port = address.removeprefix("ray://").rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError) as e:
+                fail(
+                    f"cannot reach the Ray cluster at {address} ({e}); check hydra.launcher.ray.init.address=HOST:PORT"
+                )
+        if address == "null" and gpus > 0:
             import torch
 
             if torch.cuda.device_count() == 0:  # Ray would wait forever for a GPU this machine does not have

@@ -153,3 +153,16 @@ def test_ray_launcher_asking_for_a_missing_gpu_fails_at_once(tmp_path):
     proc = cli("sweep", "table2", *SMALL, f"store.root={tmp_path}", "launcher=ray")
     assert proc.returncode == 2 and "asks for a GPU per cell but this machine has none" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_ray_launcher_with_an_unreachable_cluster_fails_at_once(tmp_path):
+    proc = cli(
+        "sweep",
+        "table2",
+        *SMALL,
+        f"store.root={tmp_path}",
+        "launcher=ray",
+        "hydra.launcher.ray.init.address=127.0.0.1:9",
+    )
+    assert proc.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:9" in proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -7,6 +7,7 @@ Ended cells are skipped before a worker starts; a failing cell is recorded and t
 holds every ended cell and the latest checkpoint of the others.
 """
 
+import contextlib
 import os
 import queue
 import signal
@@ -83,8 +84,10 @@ class LocalLauncher(Launcher):
                 procs[i] = start_worker(overrides, directory, slot, self.jobs_per_gpu)
                 display.start(i, slot)
                 code = procs[i].wait()
-                result = store.read_json(directory / "result.json") or {"status": "failed"}
-                ok = code == 0
+                ok = code == 0  # without a result, a clean exit means another process holds the cell
+                result = store.read_json(directory / "result.json") or {
+                    "status": "running elsewhere" if ok else "failed"
+                }
                 returns[i] = _job_return(
                     overrides,
                     result,
@@ -129,9 +132,11 @@ def _job_return(
 def _terminate(procs: dict) -> None:
     for proc in procs.values():
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs.values():
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
