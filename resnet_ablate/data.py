@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from . import store
 from .config import Dataset, Normalize, data_root
 from .distributed import Group
 
@@ -51,10 +52,8 @@ def write_synthetic(folder: Path, n_train: int, n_test: int, seed: int = 0, clas
 
 
 def _dump(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f)
-    tmp.replace(path)
+    """Atomic, with a unique temporary name: workers that start together may write the same dataset at once."""
+    store.atomic_write(path, pickle.dumps(obj))
 
 
 def load_cifar(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

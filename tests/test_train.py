@@ -255,3 +255,20 @@ def test_bf16_autocast_trains_within_noise_of_fp32(cfg, tmp_path):
     assert fp32["key"] != bf16["key"]
     assert abs(fp32["test_error"] - bf16["test_error"]) < 0.05
     assert abs(fp32["train_loss"] - bf16["train_loss"]) < 0.1 * fp32["train_loss"]
+
+
+def test_workers_writing_the_synthetic_dataset_at_once_do_not_collide(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    folder = tmp_path / "cifar-10-batches-py"
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(write_synthetic, [folder] * 8, [2000] * 8, [1000] * 8))
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "batches.meta",
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ]
