@@ -38,14 +38,6 @@ class Group:
         dist.all_gather_object(out, obj)
         return out
 
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        if self.world == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 def current() -> Group:
     """The group of a process started by ``spawn`` (RANK and WORLD_SIZE set), else a single process."""

@@ -169,8 +169,8 @@ def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
         forward = torch.compile(forward, mode="reduce-overhead" if mode is Compile.cudagraphs else None)
 
     def step(x: torch.Tensor, y: torch.Tensor, lr: float):
-        for group in opt.param_groups:
-            group["lr"] = lr
+        for param_group in opt.param_groups:
+            param_group["lr"] = lr
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
@@ -270,31 +270,24 @@ def _train(cfg: DictConfig, directory: Path, progress: Progress | None) -> dict[
         loss_sum, errors = group.all_reduce(stats.clone()).tolist()
         seen = (done - (it // t.eval_every) * t.eval_every) * t.batch_size  # images since the last evaluation
         stats.zero_()
-        if not math.isfinite(loss_sum):
+        if group.main:  # rank 0 evaluates and writes the records
+            row = {
+                "iteration": done,
+                "epoch": round(done / data.steps_per_epoch, 3),
+                "lr": lr_at(it, t),
+                "train_loss": loss_sum / seen,
+                "train_error": errors / seen,
+                **evaluate(model, data, autocast),
+                "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick),
+                "elapsed": round(elapsed, 3),
+            }
+            store.append_jsonl(metrics_path, row)
+            if flow_batch is not None:
+                store.append_jsonl(flow_path, {"iteration": done, "norms": gradient_flow(model, *flow_batch)})
+            if progress:
+                progress(done, row)
+        if not math.isfinite(loss_sum):  # the loss is summed over ranks, so every rank stops here together
             status, diverged_at = "diverged", done
-        if not group.main:  # rank 0 evaluates and writes; the others wait for its decision to go on
-            if group.broadcast(None) == "stop":
-                break
-            if done % t.checkpoint_every == 0 or done == t.iterations:
-                save(done)
-            tick, tick_iteration = time.perf_counter(), done
-            continue
-        row = {
-            "iteration": done,
-            "epoch": round(done / data.steps_per_epoch, 3),
-            "lr": lr_at(it, t),
-            "train_loss": loss_sum / seen,
-            "train_error": errors / seen,
-            **evaluate(model, data, autocast),
-            "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick),
-            "elapsed": round(elapsed, 3),
-        }
-        store.append_jsonl(metrics_path, row)
-        if flow_batch is not None:
-            store.append_jsonl(flow_path, {"iteration": done, "norms": gradient_flow(model, *flow_batch)})
-        if progress:
-            progress(done, row)
-        if group.broadcast("stop" if status == "diverged" else "go") == "stop":
             break
         if done % t.checkpoint_every == 0 or done == t.iterations:
             save(done)
