@@ -4,11 +4,13 @@ same machine, so every figure comes with its ratio to that baseline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,18 +42,32 @@ def measure_peak_tflops(device: torch.device) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
-def time_ours(cfg: DictConfig, steps: int, warmup: int, barrier: tuple[Path, int] | None = None) -> dict[str, Any]:
-    """Images/s of the training step train.py uses, with the data on the device."""
+def time_ours(
+    cfg: DictConfig, steps: int, warmup: int, barrier: tuple[Path, int] | None = None, streams: int = 1
+) -> dict[str, Any]:
+    """Images/s of the training step train.py uses, with the data on the device; ``streams`` > 1 trains that many
+    models in this process at once, each on its own CUDA stream (a thread each)."""
     device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.seed)
     torch.backends.cudnn.benchmark = True
-    data = CifarOnDevice(cfg, device)
-    model, _, step, _ = setup(cfg, device)
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    jobs = []
+    for i in range(streams):
+        torch.manual_seed(cfg.seed + i)
+        data = CifarOnDevice(cfg, device)
+        model, _, step, _ = setup(cfg, device)
+        jobs.append((torch.cuda.Stream(device) if cuda else None, data, step))
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
+
+    def run(job, first: int, n: int) -> None:
+        stream, data, step = job
+        with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+            for it in range(first, first + n):
+                step(*data.train_batch(it), 0.1)
+
     t0 = time.perf_counter()
-    for it in range(warmup):
-        step(*data.train_batch(it), 0.1)
+    for job in jobs:  # one after another: compilation and graph capture are not raced
+        run(job, 0, warmup)
     _sync(device)
     warmup_s = time.perf_counter() - t0
     if barrier:  # k jobs: start the timed window together
@@ -60,17 +76,21 @@ def time_ours(cfg: DictConfig, steps: int, warmup: int, barrier: tuple[Path, int
         while len(list(folder.glob("*.ready"))) < k:
             time.sleep(0.05)
     t0 = time.perf_counter()
-    for it in range(warmup, warmup + steps):
-        step(*data.train_batch(it), 0.1)
+    threads = [threading.Thread(target=run, args=(job, warmup, steps)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     _sync(device)
     elapsed = time.perf_counter() - t0
     macs = count_macs(model, 32)
-    images = steps * cfg.train.batch_size
+    images = steps * cfg.train.batch_size * streams
     return {
         "images_per_s": images / elapsed,
         "ms_per_step": 1000 * elapsed / steps,
         "warmup_compile_s": warmup_s,
-        "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+        "reserved_gb": torch.cuda.max_memory_reserved(device) / 2**30 if cuda else None,
         "tflops": 6 * macs * images / elapsed / 1e12,
     }
 
@@ -136,8 +156,9 @@ def _baseline_step(model, opt, batch, device) -> None:
     opt.step()
 
 
-def run_jobs(overrides: list[str], k: int, steps: int, warmup: int) -> dict[str, Any]:
-    """k concurrent ``bench --worker`` processes sharing the device; their images/s summed over one window."""
+def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int = 1) -> dict[str, Any]:
+    """k concurrent ``bench --worker`` processes sharing the device (each training ``streams`` models); their
+    images/s summed over one window."""
     with tempfile.TemporaryDirectory() as folder:
         procs = [
             subprocess.Popen(
@@ -153,6 +174,8 @@ def run_jobs(overrides: list[str], k: int, steps: int, warmup: int) -> dict[str,
                     str(steps),
                     "--warmup",
                     str(warmup),
+                    "--streams",
+                    str(streams),
                     *overrides,
                 ],
                 stdout=subprocess.PIPE,
@@ -171,5 +194,6 @@ def run_jobs(overrides: list[str], k: int, steps: int, warmup: int) -> dict[str,
         "ms_per_step": max(r["ms_per_step"] for r in results),
         "warmup_compile_s": max(r["warmup_compile_s"] for r in results),
         "peak_mem_gb": max(r["peak_mem_gb"] or 0 for r in results) or None,
+        "reserved_gb": max(r["reserved_gb"] or 0 for r in results) or None,
         "tflops": sum(r["tflops"] for r in results),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -420,11 +421,12 @@ def plot(
 def bench(
     overrides: Optional[list[str]] = OVERRIDES,
     models: str = typer.Option("resnet20", help="Comma list of model presets."),
-    compile_modes: str = typer.Option("none", "--compile", help="Comma list: none, default, cudagraphs."),
+    compile_modes: str = typer.Option("graph", "--compile", help="Comma list: none, graph, inductor."),
     precisions: str = typer.Option("auto", "--precision", help="Comma list: auto (bf16 on CUDA), bf16, fp32."),
-    jobs: str = typer.Option("1", help="Comma list of concurrent job counts, e.g. 1,2,4,8."),
+    jobs: str = typer.Option("1", help="Comma list of concurrent job (process) counts, e.g. 1,2,4,8."),
+    streams: str = typer.Option("1", help="Comma list: models trained at once in each job, a CUDA stream each."),
     steps: int = typer.Option(30, help="Timed steps per job."),
-    warmup: int = typer.Option(5, help="Untimed steps first (compilation happens here)."),
+    warmup: int = typer.Option(10, help="Untimed steps first (compilation and graph capture happen here)."),
     baseline: bool = typer.Option(True, help="Also time the plain DataLoader + eager fp32 loop."),
     loader_workers: int = typer.Option(4, help="DataLoader workers of the baseline."),
     peak: Optional[float] = typer.Option(None, help="Peak TFLOP/s for MFU; default: measured with a dense matmul."),
@@ -440,7 +442,7 @@ def bench(
     if worker:
         folder, k = barrier.rsplit(":", 1) if barrier else ("", "0")
         cfg = compose_or_fail(base)
-        print(json.dumps(time_ours(cfg, steps, warmup, (Path(folder), int(k)) if barrier else None)))
+        print(json.dumps(time_ours(cfg, steps, warmup, (Path(folder), int(k)) if barrier else None, int(streams))))
         return
     cfg = compose_or_fail(base)
     device = resolve_device(cfg.train.device)
@@ -456,7 +458,7 @@ def bench(
             )
         for mode in compile_modes.split(","):
             for precision in precisions.split(","):
-                for k in map(int, jobs.split(",")):
+                for k, n in itertools.product(map(int, jobs.split(",")), map(int, streams.split(","))):
                     args = [
                         *(overrides or []),
                         f"model={model}",
@@ -464,12 +466,13 @@ def bench(
                         f"train.precision={precision}",
                     ]
                     compose_or_fail([*base, *args])
-                    r = run_jobs(args, k, steps, warmup)
+                    r = run_jobs(args, k, steps, warmup, n)
                     rows.append(
                         {
                             "model": model,
                             "setup": f"ours: compile={mode} {precision}",
                             "jobs": k,
+                            "streams": n,
                             **r,
                             "mfu": r["tflops"] / peak,
                             "x_baseline": r["images_per_s"] / ref if ref else None,
@@ -482,7 +485,7 @@ def bench(
     t = Table(
         "model",
         "setup",
-        "jobs",
+        "jobs × streams",
         "images/s",
         "ms/step",
         "MFU",
@@ -495,7 +498,7 @@ def bench(
         t.add_row(
             r["model"],
             r["setup"],
-            str(r["jobs"]),
+            f"{r['jobs']} × {r.get('streams', 1)}",
             f"{r['images_per_s']:,.0f}",
             f"{r['ms_per_step']:.1f}",
             f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "",

@@ -56,9 +56,9 @@ class Precision(str, Enum):
 
 
 class Compile(str, Enum):
-    none = "none"
-    default = "default"
-    cudagraphs = "cudagraphs"  # torch.compile(mode="reduce-overhead")
+    none = "none"  # eager: every kernel launched from Python
+    graph = "graph"  # on CUDA the whole step (forward, backward, SGD) replays as one CUDA graph; eager on the CPU
+    inductor = "inductor"  # graph, with each residual unit compiled by torch.compile (once per distinct shape)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class TrainConfig:
     checkpoint_every: int = 4000
     precision: Precision = Precision.auto  # auto: bf16 autocast on CUDA, fp32 on the CPU
     channels_last: bool = True
-    compile: Compile = Compile.none
+    compile: Compile = Compile.graph
     device: str = "auto"  # auto | cuda | cpu
     deterministic: bool = False
     gpus: int = 1  # processes (GPUs) for one run: DistributedDataParallel, the batch split between them

@@ -93,6 +93,7 @@ def _git_commit() -> str | None:
     return None
 
 
+@torch.compiler.set_stance("force_eager")
 def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """‖∂E/∂x_l‖ at every residual unit's input for one batch; weights, BN statistics and RNGs stay unchanged."""
     units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
@@ -113,6 +114,7 @@ def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> l
 
 
 @torch.no_grad()
+@torch.compiler.set_stance("force_eager")  # evaluation runs uncompiled: only the training step compiles
 def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
     model.eval()
     loss = top1 = top5 = n = 0.0
@@ -129,14 +131,76 @@ def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
     return {"test_loss": loss / n, "test_error": top1 / n, "test_error_top5": top5 / n}
 
 
-def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
-    """The model, its optimiser, one training step ``step(x, y, lr) -> (loss, logits)`` and the eval autocast.
+class TrainStep:
+    """One SGD step ``step(x, y, lr)``; the summed loss and the errors since the last ``stats.zero_()`` accumulate
+    in ``stats`` on the device, so a step never reads a value back to the host.
 
-    On CUDA: channels_last, bf16 autocast (``precision=auto`` or ``bf16``), fused SGD, optional torch.compile
-    (CUDA graphs with ``compile=cudagraphs``). The step never reads a value back to the host.
+    With ``capture`` (``compile=graph|inductor`` on one CUDA device) the first ``WARMUP`` steps run eagerly on a
+    side stream (cuDNN autotuning, momentum buffers, compilation), then the whole step (forward, backward, SGD
+    update, statistics) is captured as one CUDA graph: every later step is a copy of the batch into the graph's
+    inputs and one replay. The learning rate is a device tensor the graph reads, so the schedule still applies.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, forward, opt: torch.optim.Optimizer, autocast, channels_last: bool, capture: bool):
+        self.forward, self.opt, self.autocast, self.channels_last = forward, opt, autocast, channels_last
+        device = opt.param_groups[0]["params"][0].device
+        self.lr = torch.zeros((), device=device)
+        self.keep_lr()
+        self.stats = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, errors
+        self.capture, self.warm, self.graph, self.inputs = capture, 0, None, ()
+
+    def keep_lr(self) -> None:
+        """Point every param group at the lr tensor (after ``opt.load_state_dict`` replaced it)."""
+        for param_group in self.opt.param_groups:
+            param_group["lr"] = self.lr
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with self.autocast():
+            out = self.forward(x)
+            loss = F.cross_entropy(out, y)
+        loss.backward()
+        self.opt.step()
+        self.stats += torch.stack([loss.detach().double() * len(y), (out.argmax(1) != y).sum().double()])
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        self.lr.fill_(lr)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.graph is not None:
+            for static, new in zip(self.inputs, (x, y)):
+                static.copy_(new)
+            self.graph.replay()
+            return
+        self.opt.zero_grad(set_to_none=True)
+        if not self.capture:
+            self._run(x, y)
+            return
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._run(x, y)
+        torch.cuda.current_stream().wait_stream(side)
+        self.warm += 1
+        if self.warm == self.WARMUP:
+            self.inputs = (x.clone(), y.clone())
+            self.opt.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients in its own pool
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # recorded, not run
+                self._run(*self.inputs)
+
+
+def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
+    """The model, its optimiser, the training step (a ``TrainStep``) and the eval autocast.
+
+    On CUDA: channels_last, bf16 autocast (``precision=auto`` or ``bf16``), fused SGD, the step as one CUDA graph
+    (``compile=graph``, the default), residual units compiled by inductor (``compile=inductor``). Several processes
+    (``train.gpus``) run the step eagerly under DistributedDataParallel.
     """
     t = cfg.train
     cuda = device.type == "cuda"
+    world = group.world if group is not None else 1
     model = build_model(cfg).to(device)
     channels_last = cuda and t.channels_last
     if channels_last:
@@ -152,11 +216,18 @@ def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
     precision = Precision(t.precision)
     use_bf16 = precision is Precision.bf16 or (cuda and precision is Precision.auto)
 
-    def autocast():
-        return torch.autocast(device.type, torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    def autocast():  # no weight-cast cache: its copies would outlive a graph capture
+        return (
+            torch.autocast(device.type, torch.bfloat16, cache_enabled=False) if use_bf16 else contextlib.nullcontext()
+        )
 
+    mode = Compile(t.compile)
+    if mode is Compile.inductor:  # regional compilation: units of one shape share one compiled graph
+        for unit in model.modules():
+            if isinstance(unit, ResidualUnit):
+                unit.compile()
     forward = model
-    if group is not None and group.world > 1:
+    if world > 1:
         if t.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         with warnings.catch_warnings():  # BN statistics stay per process, as in the paper (no buffer broadcast)
@@ -164,24 +235,8 @@ def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
             forward = DistributedDataParallel(
                 model, device_ids=[device.index] if cuda else None, broadcast_buffers=False
             )
-    mode = Compile(t.compile)
-    if mode is not Compile.none:
-        forward = torch.compile(forward, mode="reduce-overhead" if mode is Compile.cudagraphs else None)
-
-    def step(x: torch.Tensor, y: torch.Tensor, lr: float):
-        for param_group in opt.param_groups:
-            param_group["lr"] = lr
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            out = forward(x)
-            loss = F.cross_entropy(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss, out
-
-    return model, opt, step, autocast
+    capture = cuda and world == 1 and mode is not Compile.none
+    return model, opt, TrainStep(forward, opt, autocast, channels_last, capture), autocast
 
 
 def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
@@ -212,13 +267,14 @@ def _train(cfg: DictConfig, directory: Path, progress: Progress | None) -> dict[
 
     data = make_data(cfg, device, group)
     model, opt, step, autocast = setup(cfg, device, group)
+    stats = step.stats  # train loss sum, errors since the last evaluation
 
     start, elapsed, resumed_from = 0, 0.0, []
-    stats = torch.zeros(2, dtype=torch.float64, device=device)  # train loss sum, errors since the last evaluation
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        step.keep_lr()
         start, elapsed = ckpt["iteration"], ckpt["elapsed"]
         resumed_from = [*ckpt["resumed_from"], start]
         print(f"resuming {directory.name} from its checkpoint at iteration {start}", flush=True)
@@ -258,8 +314,7 @@ def _train(cfg: DictConfig, directory: Path, progress: Progress | None) -> dict[
     tick, tick_iteration = time.perf_counter(), start
     for it in range(start, t.iterations):
         x, y = data.train_batch(it)
-        loss, out = step(x, y, lr_at(it, t))
-        stats += torch.stack([loss.detach().double() * len(y), (out.argmax(1) != y).sum().double()])
+        step(x, y, lr_at(it, t))
         done = it + 1
         if progress and group.main:
             progress(done, None)

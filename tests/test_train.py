@@ -272,3 +272,45 @@ def test_workers_writing_the_synthetic_dataset_at_once_do_not_collide(tmp_path):
         "data_batch_5",
         "test_batch",
     ]
+
+
+@pytest.mark.slow
+def test_inductor_compiles_one_graph_per_unit_shape_and_trains_like_eager(cfg, tmp_path):
+    """``compile=inductor``: units of one shape share a compiled graph (depth 14: stage 1 one shape, stages 2 and 3
+    a first unit and the rest), evaluation and gradient flow run uncompiled, and the run matches an eager one."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    results = {}
+    for mode in ("none", "inductor"):
+        c = cfg(
+            *TINY,
+            "model.depth=14",
+            "budget=smoke",
+            f"train.compile={mode}",
+            f"store.root={tmp_path / mode}",
+            f"data.root={tmp_path}",
+        )
+        results[mode] = train(c, store.run_dir(c))
+    assert counters["stats"]["unique_graphs"] == 5
+    eager, compiled = results["none"], results["inductor"]
+    assert compiled["status"] == "done" and compiled["key"] == eager["key"]  # the compile mode is not identity
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)
+    assert compiled["test_error"] == pytest.approx(eager["test_error"], abs=0.01)
+
+
+def test_the_step_reads_the_learning_rate_from_one_tensor_that_survives_loading_a_checkpoint(cfg):
+    """A captured CUDA graph cannot see a new Python float: the lr lives in a tensor the step fills in place."""
+    from resnet_ablate.train import setup
+
+    model, opt, step, _ = setup(cfg(*TINY, "train.momentum=0", "train.weight_decay=0"), torch.device("cpu"))
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    before = [p.detach().clone() for p in model.parameters()]
+    step(x, y, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    step(x, y, 0.1)
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert step.stats[0] > 0 and 0 <= step.stats[1] <= 8  # loss sum and errors of both steps
+    opt.load_state_dict(opt.state_dict())
+    step.keep_lr()
+    assert all(g["lr"] is step.lr for g in opt.param_groups)
