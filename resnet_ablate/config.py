@@ -149,6 +149,7 @@ class LauncherConfig:
     jobs_per_gpu: int = 1
     gpus: Optional[str] = None  # comma list; None: CUDA_VISIBLE_DEVICES or all visible GPUs
     fail_fast: bool = False
+    mps: bool = True  # local launcher, jobs_per_gpu > 1: a private NVIDIA MPS daemon so a GPU's workers overlap
     pack: Optional[list[str]] = None  # set by the grid sweeper: the cells one cluster job runs together
 
 

@@ -7,10 +7,13 @@ function owns skip and resume, so any Hydra launcher can run the cells.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,16 +127,53 @@ def start_worker(overrides: list[str], directory: Path, gpu: str | None, share: 
         )
 
 
+@contextlib.contextmanager
+def mps_daemon(wanted: bool):
+    """A private MPS control daemon (its own pipe and log folders) while the block runs; its environment
+    variables are set for the workers started inside. Nothing when not wanted, not installed, or already in use
+    (``CUDA_MPS_PIPE_DIRECTORY`` set, or the system daemon's default pipe present)."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    in_use = "CUDA_MPS_PIPE_DIRECTORY" in os.environ or os.path.exists("/tmp/nvidia-mps/control")
+    if not (wanted and control) or in_use:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="resnet-ablate-mps-")
+    env = {"CUDA_MPS_PIPE_DIRECTORY": f"{folder}/pipe", "CUDA_MPS_LOG_DIRECTORY": f"{folder}/log"}
+    for path in env.values():
+        os.makedirs(path)
+    started = subprocess.run(
+        [control, "-d"], env={**os.environ, **env}, stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    if started.returncode:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"warning: MPS did not start ({started.stderr.strip() or started.returncode}); GPUs are time-shared")
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        subprocess.run([control], input="quit\n", text=True, capture_output=True, timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_pack(cfg: DictConfig) -> list[dict[str, Any]]:
     """A cluster job holding several cells (``launcher.jobs_per_gpu`` > 1): all of them at once on the job's GPU."""
     cells = [shlex.split(line) for line in cfg.launcher.pack]
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
     directories = [store.run_dir(compose(c)) for c in cells]
-    procs = [start_worker(c, d, gpu, len(cells)) for c, d in zip(cells, directories)]
     results = []
-    for proc, directory in zip(procs, directories):
-        proc.wait()
-        results.append(store.read_json(directory / "result.json") or {"status": "failed", "key": directory.name})
+    with mps_daemon(gpu is not None and cfg.launcher.mps):
+        procs = [start_worker(c, d, gpu, len(cells)) for c, d in zip(cells, directories)]
+        for proc, directory in zip(procs, directories):
+            proc.wait()
+            results.append(store.read_json(directory / "result.json") or {"status": "failed", "key": directory.name})
     if any(r["status"] == "failed" for r in results):
         raise RuntimeError(f"cells failed in this job: {[r['key'] for r in results if r['status'] == 'failed']}")
     return results

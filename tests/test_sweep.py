@@ -1,6 +1,7 @@
 """Configs, grids, the sweep command, the local launcher and the store's locks, run as real subprocesses."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -245,3 +246,40 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
     cli("sweep", *args, check=True, timeout=600)
     result = store.read_json(run / "result.json")
     assert result["status"] == "done" and result["resumed_from"][0] >= stopped_at > 0
+
+
+def _fake_mps_control(folder, exit_code=0):
+    """A stand-in for nvidia-cuda-mps-control (no GPU here) that logs its arguments, stdin and pipe folder."""
+    script = folder / "nvidia-cuda-mps-control"
+    script.write_text(
+        f'#!/bin/sh\necho "args=$* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> {folder}/calls\n'
+        f"[ -t 0 ] || cat >> {folder}/calls\nexit {exit_code}\n"
+    )
+    script.chmod(0o755)
+    return folder / "calls"
+
+
+def test_mps_daemon_runs_privately_for_the_block_and_is_stopped_after(tmp_path, monkeypatch):
+    from resnet_ablate.sweep import mps_daemon
+
+    calls = _fake_mps_control(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    with mps_daemon(True):
+        pipe = os.environ["CUDA_MPS_PIPE_DIRECTORY"]  # what the workers started here inherit
+        assert os.path.isdir(pipe) and os.environ["CUDA_MPS_LOG_DIRECTORY"].startswith(os.path.dirname(pipe))
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ and not os.path.exists(pipe)
+    assert calls.read_text().splitlines() == [f"args=-d pipe={pipe}", f"args= pipe={pipe}", "quit"]
+    with mps_daemon(False):
+        assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+
+
+def test_mps_that_fails_to_start_leaves_the_gpus_time_shared(tmp_path, monkeypatch, capsys):
+    from resnet_ablate.sweep import mps_daemon
+
+    _fake_mps_control(tmp_path, exit_code=1)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    with mps_daemon(True):
+        assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+    assert "MPS did not start" in capsys.readouterr().out

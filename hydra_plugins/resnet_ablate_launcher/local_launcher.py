@@ -5,6 +5,11 @@ Each worker is ``python -m resnet_ablate train <overrides>`` pinned to one GPU t
 Ended cells are skipped before a worker starts; a failing cell is recorded and the rest go on unless
 ``fail_fast``. Ctrl-C terminates the workers; checkpoints and results are written atomically, so the store
 holds every ended cell and the latest checkpoint of the others.
+
+Processes sharing a GPU only take turns on it; with ``mps`` (the default) and ``jobs_per_gpu`` > 1 the launcher
+runs a private NVIDIA MPS daemon for the sweep's lifetime when ``nvidia-cuda-mps-control`` is installed, so the
+kernels of a GPU's workers run side by side (measured on an H200: 4 ResNet-110 workers 21,300 images/s with MPS,
+11,800 without; BENCHMARKS.md).
 """
 
 import contextlib
@@ -28,6 +33,7 @@ class LocalLauncherConf:
     jobs_per_gpu: Any = "${launcher.jobs_per_gpu}"
     gpus: Any = "${launcher.gpus}"
     fail_fast: Any = "${launcher.fail_fast}"
+    mps: Any = "${launcher.mps}"
 
 
 ConfigStore.instance().store(
@@ -46,8 +52,10 @@ def visible_gpus(gpus: Optional[str]) -> List[str]:
 
 
 class LocalLauncher(Launcher):
-    def __init__(self, jobs_per_gpu: int = 1, gpus: Optional[str] = None, fail_fast: bool = False) -> None:
-        self.jobs_per_gpu, self.gpus, self.fail_fast = int(jobs_per_gpu), gpus, bool(fail_fast)
+    def __init__(
+        self, jobs_per_gpu: int = 1, gpus: Optional[str] = None, fail_fast: bool = False, mps: bool = True
+    ) -> None:
+        self.jobs_per_gpu, self.gpus, self.fail_fast, self.mps = int(jobs_per_gpu), gpus, bool(fail_fast), bool(mps)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -55,14 +63,15 @@ class LocalLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from resnet_ablate import store
         from resnet_ablate.progress import SweepDisplay
-        from resnet_ablate.sweep import needs_run, start_worker
+        from resnet_ablate.sweep import mps_daemon, needs_run, start_worker
 
         jobs = []
         for overrides in job_overrides:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             jobs.append((list(overrides), cfg, store.run_dir(cfg)))
+        gpus = visible_gpus(self.gpus)
         slots: queue.Queue[Optional[str]] = queue.Queue()
-        for slot in (visible_gpus(self.gpus) or [None]) * self.jobs_per_gpu:
+        for slot in (gpus or [None]) * self.jobs_per_gpu:
             slots.put(slot)
         returns: List[Optional[JobReturn]] = [None] * len(jobs)
         procs: dict = {}
@@ -103,7 +112,7 @@ class LocalLauncher(Launcher):
 
         threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(jobs))]
         try:
-            with display:
+            with display, mps_daemon(self.mps and bool(gpus) and self.jobs_per_gpu > 1):
                 for t in threads:
                     t.start()
                 while any(t.is_alive() for t in threads):
