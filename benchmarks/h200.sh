@@ -25,6 +25,9 @@ python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 mps=$(command -v nvidia-cuda-mps-control || true)
 echo "mps control: ${mps:-absent}"
 
+# Graph and inductor steps train like eager ones (carry pytest: `pip download pytest pluggy iniconfig -d .device`).
+python -c "import pytest" 2>/dev/null && timeout 120 python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py | tail -n 3
+
 # Single jobs, whole step as one CUDA graph (the default), bf16 autocast vs fp32 (TF32 convs); ratios to baseline.
 step r110 70 --models resnet110 --compile graph --precision bf16,fp32 --steps 200
 step r20_r164 90 --models resnet20,resnet164 --compile graph --precision bf16,fp32 --steps 200
