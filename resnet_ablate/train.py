@@ -187,7 +187,8 @@ class TrainStep:
             self.inputs = (x.clone(), y.clone())
             self.opt.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients in its own pool
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # recorded, not run
+            # recorded, not run; thread_local: a DataLoader's pin-memory thread may call CUDA meanwhile
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self._run(*self.inputs)
 
 
