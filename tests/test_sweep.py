@@ -283,3 +283,18 @@ def test_mps_that_fails_to_start_leaves_the_gpus_time_shared(tmp_path, monkeypat
     with mps_daemon(True):
         assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
     assert "MPS did not start" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_sweep_sharing_a_gpu_runs_its_workers_under_one_mps_daemon(tmp_path):
+    """``launcher.jobs_per_gpu=2`` on GPU slot 0 (the workers fall back to the CPU here): the daemon starts before
+    the cells and stops after them; with one job per GPU it is never started."""
+    calls = _fake_mps_control(tmp_path)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    cli("sweep", *_two_cells(tmp_path / "a"), "launcher.gpus=0", "launcher.jobs_per_gpu=2", env=env, check=True)
+    assert all(r["status"] == "done" for r in store.results(tmp_path / "a"))
+    log = calls.read_text().splitlines()
+    assert [line.split(" pipe=")[0] for line in log] == ["args=-d", "args=", "quit"]
+    calls.unlink()
+    cli("sweep", *_two_cells(tmp_path / "b"), "launcher.gpus=0", env=env, check=True)
+    assert not calls.exists()
