@@ -436,7 +436,15 @@ def bench(
 ):
     """Training throughput: images/s, ms/step, MFU, peak memory and compile time; ratio to a plain baseline loop."""
     from .bench import measure_peak_tflops, run_jobs, time_baseline, time_ours
-    from .train import resolve_device
+    from .train import TrainStep, resolve_device
+
+    if warmup <= TrainStep.WARMUP:
+        fail(f"--warmup {warmup} must exceed the {TrainStep.WARMUP} eager steps before the graph capture")
+    counts = {}
+    for name, text in (("jobs", jobs), ("streams", streams)):
+        if not all(v.isdigit() and int(v) > 0 for v in text.split(",")):
+            fail(f"--{name} {text!r} must be a comma list of positive integers, e.g. 1,2,4")
+        counts[name] = [int(v) for v in text.split(",")]
 
     base = ["data=synthetic", "data.synthetic_train=5120", "data.synthetic_test=128", *(overrides or [])]
     if worker:
@@ -458,7 +466,7 @@ def bench(
             )
         for mode in compile_modes.split(","):
             for precision in precisions.split(","):
-                for k, n in itertools.product(map(int, jobs.split(",")), map(int, streams.split(","))):
+                for k, n in itertools.product(counts["jobs"], counts["streams"]):
                     args = [
                         *(overrides or []),
                         f"model={model}",

@@ -18,6 +18,9 @@ BAD = [
     (["describe", "model.nope=1"], "Could not override 'model.nope'", "not in 'ModelConfig'"),
     (["sweep", "table9", "--dry-run"], "unknown sweep preset 'table9'", "table2"),
     (["train", "train.precision=fp16"], "Invalid value 'fp16'", "bf16, fp32"),
+    (["train", "train.compile=cudagraphs"], "Invalid value 'cudagraphs'", "none, graph, inductor"),
+    (["bench", "--warmup", "3"], "--warmup 3 must exceed", "graph capture"),
+    (["bench", "--jobs", "1,x"], "--jobs '1,x'", "positive integers"),
 ]
 
 
