@@ -23,16 +23,15 @@ TINY = [
 
 @pytest.mark.parametrize("mode", ["graph", "inductor"])
 def test_the_captured_step_trains_like_the_eager_step(cfg, tmp_path, mode):
-    results = {}
+    results, runs = {}, {}
     for m in ("none", mode):
         c = cfg(*TINY, f"train.compile={m}", f"store.root={tmp_path / m}", f"data.root={tmp_path}")
-        results[m] = train(c, store.run_dir(c))
+        runs[m] = store.run_dir(c)
+        results[m] = train(c, runs[m])
     eager, captured = results["none"], results[mode]
     assert captured["status"] == "done"
     assert captured["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-2)
     assert abs(captured["test_error"] - eager["test_error"]) <= 0.02
-    rows = {
-        m: store.read_jsonl(store.run_dir(cfg(*TINY, f"store.root={tmp_path / m}")) / "metrics.jsonl") for m in results
-    }
+    rows = {m: store.read_jsonl(d / "metrics.jsonl") for m, d in runs.items()}
     assert [r["lr"] for r in rows[mode]] == [r["lr"] for r in rows["none"]]
     assert [r["train_loss"] for r in rows[mode]] == pytest.approx([r["train_loss"] for r in rows["none"]], rel=1e-2)

@@ -248,8 +248,11 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
     assert result["status"] == "done" and result["resumed_from"][0] >= stopped_at > 0
 
 
-def _fake_mps_control(folder, exit_code=0):
-    """A stand-in for nvidia-cuda-mps-control (no GPU here) that logs its arguments, stdin and pipe folder."""
+def _fake_mps_control(folder, monkeypatch, exit_code=0):
+    """Put a stand-in for nvidia-cuda-mps-control (no GPU here) first on PATH, with no MPS in use; it logs its
+    arguments, stdin and pipe folder to the returned file."""
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
     script = folder / "nvidia-cuda-mps-control"
     script.write_text(
         f'#!/bin/sh\necho "args=$* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> {folder}/calls\n'
@@ -262,9 +265,7 @@ def _fake_mps_control(folder, exit_code=0):
 def test_mps_daemon_runs_privately_for_the_block_and_is_stopped_after(tmp_path, monkeypatch):
     from resnet_ablate.sweep import mps_daemon
 
-    calls = _fake_mps_control(tmp_path)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    calls = _fake_mps_control(tmp_path, monkeypatch)
     with mps_daemon(True):
         pipe = os.environ["CUDA_MPS_PIPE_DIRECTORY"]  # what the workers started here inherit
         assert os.path.isdir(pipe) and os.environ["CUDA_MPS_LOG_DIRECTORY"].startswith(os.path.dirname(pipe))
@@ -277,24 +278,21 @@ def test_mps_daemon_runs_privately_for_the_block_and_is_stopped_after(tmp_path, 
 def test_mps_that_fails_to_start_leaves_the_gpus_time_shared(tmp_path, monkeypatch, capsys):
     from resnet_ablate.sweep import mps_daemon
 
-    _fake_mps_control(tmp_path, exit_code=1)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    _fake_mps_control(tmp_path, monkeypatch, exit_code=1)
     with mps_daemon(True):
         assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
     assert "MPS did not start" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_a_sweep_sharing_a_gpu_runs_its_workers_under_one_mps_daemon(tmp_path):
+def test_a_sweep_sharing_a_gpu_runs_its_workers_under_one_mps_daemon(tmp_path, monkeypatch):
     """``launcher.jobs_per_gpu=2`` on GPU slot 0 (the workers fall back to the CPU here): the daemon starts before
     the cells and stops after them; with one job per GPU it is never started."""
-    calls = _fake_mps_control(tmp_path)
-    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    cli("sweep", *_two_cells(tmp_path / "a"), "launcher.gpus=0", "launcher.jobs_per_gpu=2", env=env, check=True)
+    calls = _fake_mps_control(tmp_path, monkeypatch)
+    cli("sweep", *_two_cells(tmp_path / "a"), "launcher.gpus=0", "launcher.jobs_per_gpu=2", check=True)
     assert all(r["status"] == "done" for r in store.results(tmp_path / "a"))
     log = calls.read_text().splitlines()
     assert [line.split(" pipe=")[0] for line in log] == ["args=-d", "args=", "quit"]
     calls.unlink()
-    cli("sweep", *_two_cells(tmp_path / "b"), "launcher.gpus=0", env=env, check=True)
+    cli("sweep", *_two_cells(tmp_path / "b"), "launcher.gpus=0", check=True)
     assert not calls.exists()

@@ -134,9 +134,18 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed")} for r in rows]
 
 
-def _killed_and_resumed_vs_uninterrupted(common: list[str], tmp_path, kill_after: int):
-    """Train ``common`` once uninterrupted (store a) and once SIGKILLed (the whole process group) after
-    ``kill_after`` iterations, then resumed (store b); returns both checkpoints, having checked the records match."""
+def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_after: int):
+    """Train the tiny deterministic run with ``overrides`` once uninterrupted (store a) and once SIGKILLed (the whole
+    process group) after ``kill_after`` iterations, then resumed (store b); returns both checkpoints, having
+    checked the records match."""
+    common = [
+        *TINY,
+        "train.eval_every=4",
+        "train.checkpoint_every=4",
+        "train.deterministic=true",
+        f"data.root={tmp_path / 'data'}",
+        *overrides,
+    ]
     cli("train", "--quiet", *common, f"store.root={tmp_path / 'a'}", check=True)
     b = tmp_path / "b"
     proc = start_cli(
@@ -165,20 +174,10 @@ def _killed_and_resumed_vs_uninterrupted(common: list[str], tmp_path, kill_after
     return sa, sb
 
 
-RESUMABLE = ["train.eval_every=4", "train.checkpoint_every=4", "train.deterministic=true"]
-
-
 @pytest.mark.slow
 def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
-    common = [
-        *TINY,
-        *RESUMABLE,
-        "shortcut=dropout",
-        "train.iterations=48",
-        "train.milestones=[24,36]",
-        f"data.root={tmp_path / 'data'}",
-    ]
-    sa, sb = _killed_and_resumed_vs_uninterrupted(common, tmp_path, kill_after=14)
+    overrides = ["shortcut=dropout", "train.iterations=48", "train.milestones=[24,36]"]
+    sa, sb = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=14)
     for ga, gb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
         assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
 
@@ -223,15 +222,8 @@ def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path
 @pytest.mark.slow
 def test_two_process_ddp_run_resumes_bit_identical_after_sigkill(tmp_path):
     """train.gpus=2 on the CPU (gloo): the same records and checkpoints as one process, and exact resume."""
-    common = [
-        *TINY,
-        *RESUMABLE,
-        "train.gpus=2",
-        "train.iterations=40",
-        "train.milestones=[20,30]",
-        f"data.root={tmp_path / 'data'}",
-    ]
-    sa, _ = _killed_and_resumed_vs_uninterrupted(common, tmp_path, kill_after=12)
+    overrides = ["train.gpus=2", "train.iterations=40", "train.milestones=[20,30]"]
+    sa, _ = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=12)
     assert len(sa["rng"]) == 2  # every rank's RNG states
 
 
