@@ -35,6 +35,9 @@ step r1001 80 --models resnet1001 --compile graph --precision bf16,fp32 --no-bas
 # Several ResNet-110 cells on one GPU: processes (time-sliced) vs models on streams in one process.
 step jobs 90 --models resnet110 --compile graph --no-baseline --jobs 2,4 --steps 150
 step streams 70 --models resnet110 --compile graph --no-baseline --streams 2,4 --steps 150
+# Seeds of one cell stacked into one network (torch.func.vmap: grouped convolutions), alone and with streams.
+step seeds 120 --models resnet110 --compile graph --no-baseline --seeds 2,4,8 --steps 100
+step seeds_streams 90 --models resnet110 --compile graph --no-baseline --seeds 4 --streams 2,4 --steps 100
 # A short real run on CIFAR-10 (ResNet-20, a tenth of the schedule): bf16 and fp32 side by side.
 t0=$SECONDS
 for p in bf16 fp32; do

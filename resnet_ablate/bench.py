@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from .data import CIFAR_MEAN, CIFAR_STD, CifarOnDevice, load_cifar
+from .config import with_seed
+from .data import CIFAR_MEAN, CIFAR_STD, CifarOnDevice, for_seed, load_cifar
 from .models import count_macs
 from .train import resolve_device, setup
 
@@ -43,27 +44,33 @@ def measure_peak_tflops(device: torch.device) -> float:
 
 
 def time_ours(
-    cfg: DictConfig, steps: int, warmup: int, barrier: tuple[Path, int] | None = None, streams: int = 1
+    cfg: DictConfig,
+    steps: int,
+    warmup: int,
+    barrier: tuple[Path, int] | None = None,
+    streams: int = 1,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Images/s of the training step train.py uses, with the data on the device; ``streams`` > 1 trains that many
-    models in this process at once, each on its own CUDA stream (a thread each)."""
+    steps in this process at once, each on its own CUDA stream (a thread each); each step trains ``seeds``
+    networks stacked into one (stack.py)."""
     device = resolve_device(cfg.train.device)
     torch.backends.cudnn.benchmark = True
     cuda = device.type == "cuda"
     jobs = []
     for i in range(streams):
-        torch.manual_seed(cfg.seed + i)
-        data = CifarOnDevice(cfg, device)
-        model, _, step, _ = setup(cfg, device)
-        jobs.append((torch.cuda.Stream(device) if cuda else None, data, step))
+        cfgs = [with_seed(cfg, cfg.seed + i * seeds + j) for j in range(seeds)]
+        data = CifarOnDevice(cfgs[0], device)
+        models, _, step, _ = setup(cfgs, device)
+        jobs.append((torch.cuda.Stream(device) if cuda else None, [for_seed(data, c.seed) for c in cfgs], step))
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
     def run(job, first: int, n: int) -> None:
-        stream, data, step = job
+        stream, datas, step = job
         with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
             for it in range(first, first + n):
-                step(*data.train_batch(it), 0.1)
+                step([data.train_batch(it) for data in datas], 0.1)
 
     t0 = time.perf_counter()
     for job in jobs:  # one after another: compilation and graph capture are not raced
@@ -83,8 +90,8 @@ def time_ours(
         thread.join()
     _sync(device)
     elapsed = time.perf_counter() - t0
-    macs = count_macs(model, 32)
-    images = steps * cfg.train.batch_size * streams
+    macs = count_macs(models[0], 32)
+    images = steps * cfg.train.batch_size * streams * seeds
     return {
         "images_per_s": images / elapsed,
         "ms_per_step": 1000 * elapsed / steps,
@@ -156,9 +163,9 @@ def _baseline_step(model, opt, batch, device) -> None:
     opt.step()
 
 
-def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int = 1) -> dict[str, Any]:
-    """k concurrent ``bench --worker`` processes sharing the device (each training ``streams`` models); their
-    images/s summed over one window."""
+def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int = 1, seeds: int = 1) -> dict[str, Any]:
+    """k concurrent ``bench --worker`` processes sharing the device (each training ``streams`` × ``seeds``
+    networks); their images/s summed over one window."""
     with tempfile.TemporaryDirectory() as folder:
         procs = [
             subprocess.Popen(
@@ -176,6 +183,8 @@ def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int
                     str(warmup),
                     "--streams",
                     str(streams),
+                    "--seeds",
+                    str(seeds),
                     *overrides,
                 ],
                 stdout=subprocess.PIPE,

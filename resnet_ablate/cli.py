@@ -78,31 +78,33 @@ def describe(
 
 @app.command()
 def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option(False, help="No progress display.")):
-    """Train one cell in the foreground (resumes it if partial; skips it if ended, unless store.rerun says so)."""
+    """Train one cell in the foreground (resumes it if partial; skips it if ended, unless store.rerun says so);
+    with launcher.seeds=[…] that cell's seeds, stacked into one network."""
     from . import store
     from .progress import RunProgress
-    from .sweep import run_cell
+    from .sweep import run_cells, seed_cells
 
     cfg = compose_or_fail(overrides or [])
     try:
+        cells = seed_cells(cfg)
         _check_architectures([cfg])  # a bad architecture fails before the store is touched
         store.check_writable(cfg.store.root)
     except (ValueError, PermissionError) as e:
         fail(str(e))
-    label = store.run_key(cfg)
     try:
         if quiet:
-            result = run_cell(cfg)
+            results = run_cells(cfg)
         else:
-            with RunProgress(cfg.train.iterations, label) as progress:
-                result = run_cell(cfg, progress)
+            with RunProgress(cfg.train.iterations, " ".join(store.run_key(c) for c in cells)) as progress:
+                results = run_cells(cfg, progress)
     except (FileNotFoundError, RuntimeError) as e:
         fail(str(e).splitlines()[0], 1)
-    err = result.get("test_error")
-    out.print(
-        f"{result['status']}: {store.run_dir(cfg)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
-        highlight=False,
-    )
+    for c, result in zip(cells, results):
+        err = result.get("test_error")
+        out.print(
+            f"{result['status']}: {store.run_dir(c)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
+            highlight=False,
+        )
 
 
 @app.command()
@@ -119,6 +121,7 @@ def sweep(
     """Run every cell of a preset grid (skip ended cells, resume partial ones)."""
     from . import store
     from .sweep import plan
+    from .train import check_together
 
     args = list(overrides or [])
     _check_launcher(args)
@@ -128,6 +131,7 @@ def sweep(
     try:
         cells = plan(preset, args)
         _check_architectures(c.cfg for c in cells)
+        check_together(cells[0].cfg, cells[0].cfg.launcher.seeds_together)
     except Exception as e:
         fail(one_line(e))
     if dry_run:
@@ -424,7 +428,8 @@ def bench(
     compile_modes: str = typer.Option("graph", "--compile", help="Comma list: none, graph, inductor."),
     precisions: str = typer.Option("auto", "--precision", help="Comma list: auto (bf16 on CUDA), bf16, fp32."),
     jobs: str = typer.Option("1", help="Comma list of concurrent job (process) counts, e.g. 1,2,4,8."),
-    streams: str = typer.Option("1", help="Comma list: models trained at once in each job, a CUDA stream each."),
+    streams: str = typer.Option("1", help="Comma list: steps run at once in each job, a CUDA stream each."),
+    seeds: str = typer.Option("1", help="Comma list: seeds stacked into one network in each step (torch.func)."),
     steps: int = typer.Option(30, help="Timed steps per job."),
     warmup: int = typer.Option(10, help="Untimed steps first (compilation and graph capture happen here)."),
     baseline: bool = typer.Option(True, help="Also time the plain DataLoader + eager fp32 loop."),
@@ -436,12 +441,12 @@ def bench(
 ):
     """Training throughput: images/s, ms/step, MFU, peak memory and compile time; ratio to a plain baseline loop."""
     from .bench import measure_peak_tflops, run_jobs, time_baseline, time_ours
-    from .train import TrainStep, resolve_device
+    from .train import TrainStep, check_together, resolve_device
 
     if warmup <= TrainStep.WARMUP:
         fail(f"--warmup {warmup} must exceed the {TrainStep.WARMUP} eager steps before the graph capture")
     counts = {}
-    for name, text in (("jobs", jobs), ("streams", streams)):
+    for name, text in (("jobs", jobs), ("streams", streams), ("seeds", seeds)):
         if not all(v.isdigit() and int(v) > 0 for v in text.split(",")):
             fail(f"--{name} {text!r} must be a comma list of positive integers, e.g. 1,2,4")
         counts[name] = [int(v) for v in text.split(",")]
@@ -450,7 +455,8 @@ def bench(
     if worker:
         folder, k = barrier.rsplit(":", 1) if barrier else ("", "0")
         cfg = compose_or_fail(base)
-        print(json.dumps(time_ours(cfg, steps, warmup, (Path(folder), int(k)) if barrier else None, int(streams))))
+        timed = time_ours(cfg, steps, warmup, (Path(folder), int(k)) if barrier else None, int(streams), int(seeds))
+        print(json.dumps(timed))
         return
     cfg = compose_or_fail(base)
     device = resolve_device(cfg.train.device)
@@ -466,21 +472,25 @@ def bench(
             )
         for mode in compile_modes.split(","):
             for precision in precisions.split(","):
-                for k, n in itertools.product(counts["jobs"], counts["streams"]):
+                for k, n, m in itertools.product(counts["jobs"], counts["streams"], counts["seeds"]):
                     args = [
                         *(overrides or []),
                         f"model={model}",
                         f"train.compile={mode}",
                         f"train.precision={precision}",
                     ]
-                    compose_or_fail([*base, *args])
-                    r = run_jobs(args, k, steps, warmup, n)
+                    try:
+                        check_together(compose_or_fail([*base, *args]), m)
+                    except ValueError as e:
+                        fail(str(e))
+                    r = run_jobs(args, k, steps, warmup, n, m)
                     rows.append(
                         {
                             "model": model,
                             "setup": f"ours: compile={mode} {precision}",
                             "jobs": k,
                             "streams": n,
+                            "seeds": m,
                             **r,
                             "mfu": r["tflops"] / peak,
                             "x_baseline": r["images_per_s"] / ref if ref else None,
@@ -493,7 +503,7 @@ def bench(
     t = Table(
         "model",
         "setup",
-        "jobs × streams",
+        "jobs × streams × seeds",
         "images/s",
         "ms/step",
         "MFU",
@@ -506,7 +516,7 @@ def bench(
         t.add_row(
             r["model"],
             r["setup"],
-            f"{r['jobs']} × {r.get('streams', 1)}",
+            f"{r['jobs']} × {r.get('streams', 1)} × {r.get('seeds', 1)}",
             f"{r['images_per_s']:,.0f}",
             f"{r['ms_per_step']:.1f}",
             f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -150,7 +151,9 @@ class LauncherConfig:
     gpus: Optional[str] = None  # comma list; None: CUDA_VISIBLE_DEVICES or all visible GPUs
     fail_fast: bool = False
     mps: bool = True  # local launcher, jobs_per_gpu > 1: a private NVIDIA MPS daemon so a GPU's workers overlap
-    pack: Optional[list[str]] = None  # set by the grid sweeper: the cells one cluster job runs together
+    seeds_together: int = 1  # up to this many seeds of a cell per worker, stacked into one network (torch.func)
+    seeds: Optional[list[int]] = None  # set by the grid sweeper: the seeds one worker trains together
+    pack: Optional[list[str]] = None  # set by the grid sweeper: the workers one cluster job runs together
 
 
 @dataclass
@@ -208,6 +211,13 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
+    """A copy of ``cfg`` for another seed."""
+    other = copy.deepcopy(cfg)
+    other.seed = seed
+    return other
 
 
 def data_root(cfg: DictConfig) -> Path:

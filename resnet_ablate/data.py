@@ -3,6 +3,7 @@ ops), a synthetic dataset written in the same layout, and ImageNet image folders
 
 from __future__ import annotations
 
+import copy
 import pickle
 from pathlib import Path
 
@@ -108,7 +109,7 @@ class CifarOnDevice:
         def norm(x):
             return (torch.from_numpy(x).float() / 255 - mean) / std
 
-        self.device, self.seed, self.batch = device, cfg.seed, cfg.train.batch_size
+        self.device, self.batch, self.rank = device, cfg.train.batch_size, group.rank
         self.rank_slice = slice(group.rank * self.batch // group.world, (group.rank + 1) * self.batch // group.world)
         self.train_x = torch.nn.functional.pad(norm(xtr), (4, 4, 4, 4)).to(device)
         self.train_y = torch.from_numpy(ytr).to(device)
@@ -116,9 +117,13 @@ class CifarOnDevice:
         self.steps_per_epoch = len(ytr) // self.batch
         if self.steps_per_epoch == 0:
             raise ValueError(f"train.batch_size {self.batch} exceeds the {len(ytr)} training images")
-        self.generator = torch.Generator(device).manual_seed(cfg.seed + 7919 * group.rank)
-        self._perm_epoch, self._perm = -1, None
         self._arange = torch.arange(32, device=device)
+        self.reseed(cfg.seed)
+
+    def reseed(self, seed: int) -> None:
+        self.seed = seed
+        self.generator = torch.Generator(self.device).manual_seed(seed + 7919 * self.rank)
+        self._perm_epoch, self._perm = -1, None
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
@@ -174,10 +179,13 @@ class ImageFolderData:
         test_tf = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *norm])
         self.train_set = datasets.ImageFolder(str(folder / "train"), train_tf)
         self.test_set = datasets.ImageFolder(str(folder / "val"), test_tf)
-        self.device, self.seed, self.batch, self.workers = device, cfg.seed, cfg.train.batch_size, cfg.data.workers
+        self.device, self.batch, self.workers = device, cfg.train.batch_size, cfg.data.workers
         self.steps_per_epoch = max(1, len(self.train_set) // self.batch)
         self.group = group
-        self._epoch, self._iter = -1, None
+        self.reseed(cfg.seed)
+
+    def reseed(self, seed: int) -> None:
+        self.seed, self._epoch, self._iter = seed, -1, None
 
     def _loader(self, dataset, shuffle: bool, epoch: int = 0):
         kwargs = {"num_workers": self.workers, "pin_memory": self.device.type == "cuda"}
@@ -209,6 +217,13 @@ class ImageFolderData:
 
     def set_rng_state(self, state: torch.Tensor) -> None:
         pass
+
+
+def for_seed(data, seed: int):
+    """``data``'s images (shared, not copied) in ``seed``'s order and augmentation: for seeds trained together."""
+    other = copy.copy(data)
+    other.reseed(seed)
+    return other
 
 
 def make_data(cfg: DictConfig, device: torch.device, group: Group = Group()):

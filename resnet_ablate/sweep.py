@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from . import store
-from .config import Rerun, compose, conf_dir, identity
+from .config import Rerun, compose, conf_dir, identity, with_seed
 
 
 def presets() -> list[str]:
@@ -108,16 +108,21 @@ def needs_run(cfg: DictConfig, directory: Path) -> bool:
     return rerun is Rerun.all or (rerun is Rerun.failed and result["status"] in store.FAILED)
 
 
-def start_worker(overrides: list[str], directory: Path, gpu: str | None, share: int) -> subprocess.Popen:
-    """``python -m resnet_ablate train <overrides>`` pinned to one GPU (or a 1/share of the CPU cores), its output
-    appended to the cell's train.log; in its own session, so a terminal's Ctrl-C reaches only the launcher."""
+def start_worker(overrides: list[str], directories: list[Path], gpu: str | None, share: int) -> subprocess.Popen:
+    """``python -m resnet_ablate train <overrides>`` pinned to one GPU (or a 1/share of the CPU cores), training the
+    cells in ``directories``; its output is appended to the first one's train.log (the others' say where). In its
+    own session, so a terminal's Ctrl-C reaches only the launcher."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     else:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // share))
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "train.log", "ab") as log:
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+    for directory in directories[1:]:
+        with open(directory / "train.log", "a") as log:
+            log.write(f"trained together with its other seeds: this worker's output is in {directories[0]}/train.log\n")
+    with open(directories[0] / "train.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
             env=env,
@@ -164,57 +169,109 @@ def mps_daemon(wanted: bool):
 
 
 def run_pack(cfg: DictConfig) -> list[dict[str, Any]]:
-    """A cluster job holding several cells (``launcher.jobs_per_gpu`` > 1): all of them at once on the job's GPU."""
-    cells = [shlex.split(line) for line in cfg.launcher.pack]
+    """A cluster job holding several workers (``launcher.jobs_per_gpu`` > 1): all of them at once on the job's GPU."""
+    lines = [shlex.split(line) for line in cfg.launcher.pack]
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
-    directories = [store.run_dir(compose(c)) for c in cells]
-    results = []
+    directories = [[store.run_dir(c) for c in seed_cells(compose(line))] for line in lines]
     with mps_daemon(gpu is not None and cfg.launcher.mps):
-        procs = [start_worker(c, d, gpu, len(cells)) for c, d in zip(cells, directories)]
-        for proc, directory in zip(procs, directories):
+        procs = [start_worker(line, ds, gpu, len(lines)) for line, ds in zip(lines, directories)]
+        for proc in procs:
             proc.wait()
-            results.append(store.read_json(directory / "result.json") or {"status": "failed", "key": directory.name})
+    results = [
+        store.read_json(d / "result.json") or {"status": "failed", "key": d.name} for ds in directories for d in ds
+    ]
     if any(r["status"] == "failed" for r in results):
         raise RuntimeError(f"cells failed in this job: {[r['key'] for r in results if r['status'] == 'failed']}")
     return results
 
 
-def run_cell(cfg: DictConfig, progress=None) -> dict[str, Any]:
-    """Train one cell unless it has ended (per ``store.rerun``) or another process holds it; resume if partial."""
-    from .train import train
+def seed_cells(cfg: DictConfig) -> list[DictConfig]:
+    """The cells one worker trains: ``cfg``'s, or with ``launcher.seeds`` one per seed, trained stacked."""
+    from .train import check_together
 
-    directory = store.run_dir(cfg)
-    with store.cell_lock(directory) as mine:
-        if not mine:
-            return {"status": "running", "key": directory.name}
-        if not needs_run(cfg, directory):
-            return store.read_json(directory / "result.json")
-        if "SLURM_JOB_ID" in os.environ:  # for `resnet-ablate status`
-            job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
-            task = os.environ.get("SLURM_ARRAY_TASK_ID")
-            store.write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
-        if (directory / "result.json").exists():  # a rerun starts from scratch
-            for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "grad_flow.jsonl"):
-                (directory / name).unlink(missing_ok=True)
-        try:
-            return train(cfg, directory, progress)
-        except Exception as e:
-            store.write_json(
-                directory / "result.json",
-                {
-                    "status": "failed",
-                    "key": directory.name,
-                    "error": f"{type(e).__name__}: {e}",
-                    "config": identity(cfg),
-                },
+    seeds = list(cfg.launcher.seeds or [cfg.seed])
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"launcher.seeds {seeds} repeats a seed")
+    check_together(cfg, len(seeds))
+    return [with_seed(cfg, s) for s in seeds]
+
+
+def stack_seeds(cells: list[list[str]], k: int) -> list[list[str]]:
+    """Workers for ``cells`` (override lists): cells that differ only in ``seed=`` go k at a time to one worker
+    (``launcher.seeds=[…]``), the others alone."""
+    if k <= 1:
+        return cells
+    seeds: dict[tuple[str, ...], list[str]] = {}
+    for cell in cells:
+        rest = tuple(o for o in cell if not o.startswith("seed="))
+        seeds.setdefault(rest, []).extend(o.split("=", 1)[1] for o in cell if o.startswith("seed="))
+    jobs = []
+    for rest, values in seeds.items():
+        if len(values) < 2:
+            jobs.append([*rest, *(f"seed={v}" for v in values)])
+            continue
+        for i in range(0, len(values), k):
+            chunk = values[i : i + k]
+            jobs.append(
+                [*rest, f"seed={chunk[0]}", *([f"launcher.seeds=[{','.join(chunk)}]"] if len(chunk) > 1 else [])]
             )
-            raise
+    return jobs
+
+
+def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
+    """Train the cells of ``seed_cells(cfg)`` together, leaving out those that have ended (per ``store.rerun``)
+    or that another process holds; partial ones resume."""
+    from .train import load_checkpoint, train, train_seeds
+
+    cells = seed_cells(cfg)
+    results: dict[Path, dict[str, Any]] = {}
+    with contextlib.ExitStack() as locks:
+        todo: dict[int, list[tuple[DictConfig, Path]]] = {}  # by checkpoint iteration
+        for c in cells:
+            directory = store.run_dir(c)
+            if not locks.enter_context(store.cell_lock(directory)):
+                results[directory] = {"status": "running", "key": directory.name}
+            elif not needs_run(c, directory):
+                results[directory] = store.read_json(directory / "result.json")
+            else:
+                _prepare(directory)
+                ckpt = load_checkpoint(directory / "checkpoint.pt")
+                todo.setdefault(ckpt["iteration"] if ckpt else 0, []).append((c, directory))
+        # stacked seeds resume together; a kill between their checkpoint writes leaves them apart: one stack each
+        for group in todo.values():
+            cfgs, directories = (list(x) for x in zip(*group))
+            try:
+                ended = (
+                    train_seeds(cfgs, directories, progress)
+                    if len(cfgs) > 1
+                    else [train(cfgs[0], directories[0], progress)]
+                )
+            except Exception as e:
+                for c, directory in group:
+                    if (directory / "result.json").exists():  # ended (diverged) before the error
+                        continue
+                    error = {"status": "failed", "key": directory.name, "error": f"{type(e).__name__}: {e}"}
+                    store.write_json(directory / "result.json", {**error, "config": identity(c)})
+                raise
+            results.update(zip(directories, ended))
+    return [results[store.run_dir(c)] for c in cells]
+
+
+def _prepare(directory: Path) -> None:
+    """Record the SLURM job (for ``resnet-ablate status``); a rerun of an ended cell starts from scratch."""
+    if "SLURM_JOB_ID" in os.environ:
+        job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        store.write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
+    if (directory / "result.json").exists():
+        for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "grad_flow.jsonl"):
+            (directory / name).unlink(missing_ok=True)
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def task(cfg: DictConfig) -> dict[str, Any]:
     """The Hydra task function: ``python -m resnet_ablate.sweep -m sweep=table2 hydra/launcher=…`` works too."""
-    return run_pack(cfg) if cfg.launcher.pack else run_cell(cfg)
+    return run_pack(cfg) if cfg.launcher.pack else run_cells(cfg)
 
 
 if __name__ == "__main__":

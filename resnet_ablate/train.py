@@ -13,6 +13,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__, distributed, store
 from .config import Compile, Precision, identity
-from .data import make_data
+from .data import for_seed, make_data
 from .distributed import Group
 from .models import ResidualUnit, build_model
 from .progress import print_evaluation
+from .stack import seed_state, stack, stacked_state
 
 Progress = Callable[[int, dict | None], None]
 
@@ -132,23 +134,25 @@ def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
 
 
 class TrainStep:
-    """One SGD step ``step(x, y, lr)``; the summed loss and the errors since the last ``stats.zero_()`` accumulate
-    in ``stats`` on the device, so a step never reads a value back to the host.
+    """One SGD step ``step(batches, lr)`` of k networks trained together (k = 1 unless seeds are stacked, see
+    ``stack.py``): ``batches`` holds one (x, y) per network and ``forward`` maps k×N×… inputs to k×N×classes.
+    Each network's summed loss and errors since the last ``stats.zero_()`` accumulate in ``stats`` (k×2) on the
+    device, so a step never reads a value back to the host.
 
     With ``capture`` (``compile=graph|inductor`` on one CUDA device) the first ``WARMUP`` steps run eagerly on a
     side stream (cuDNN autotuning, momentum buffers, compilation), then the whole step (forward, backward, SGD
-    update, statistics) is captured as one CUDA graph: every later step is a copy of the batch into the graph's
+    update, statistics) is captured as one CUDA graph: every later step is a copy of the batches into the graph's
     inputs and one replay. The learning rate is a device tensor the graph reads, so the schedule still applies.
     """
 
     WARMUP = 3
 
-    def __init__(self, forward, opt: torch.optim.Optimizer, autocast, channels_last: bool, capture: bool):
-        self.forward, self.opt, self.autocast, self.channels_last = forward, opt, autocast, channels_last
+    def __init__(self, forward, opt: torch.optim.Optimizer, autocast, k: int, capture: bool):
+        self.forward, self.opt, self.autocast = forward, opt, autocast
         device = opt.param_groups[0]["params"][0].device
         self.lr = torch.zeros((), device=device)
         self.keep_lr()
-        self.stats = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, errors
+        self.stats = torch.zeros(k, 2, dtype=torch.float64, device=device)  # per network: loss sum, errors
         self.capture, self.warm, self.graph, self.inputs = capture, 0, None, ()
 
     def keep_lr(self) -> None:
@@ -159,20 +163,20 @@ class TrainStep:
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with self.autocast():
             out = self.forward(x)
-            loss = F.cross_entropy(out, y)
-        loss.backward()
+            losses = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+        losses.sum().backward()  # each network's gradient is its own loss's
         self.opt.step()
-        self.stats += torch.stack([loss.detach().double() * len(y), (out.argmax(1) != y).sum().double()])
+        self.stats += torch.stack([losses.detach().double() * y.shape[1], (out.argmax(2) != y).sum(1).double()], 1)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+    def __call__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> None:
         self.lr.fill_(lr)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         if self.graph is not None:
-            for static, new in zip(self.inputs, (x, y)):
-                static.copy_(new)
+            for i, batch in enumerate(batches):
+                for static, new in zip(self.inputs, batch):
+                    static[i].copy_(new)
             self.graph.replay()
             return
+        x, y = (torch.stack(parts) for parts in zip(*batches))
         self.opt.zero_grad(set_to_none=True)
         if not self.capture:
             self._run(x, y)
@@ -184,7 +188,7 @@ class TrainStep:
         torch.cuda.current_stream().wait_stream(side)
         self.warm += 1
         if self.warm == self.WARMUP:
-            self.inputs = (x.clone(), y.clone())
+            self.inputs = (x, y)
             self.opt.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients in its own pool
             self.graph = torch.cuda.CUDAGraph()
             # recorded, not run; thread_local: a DataLoader's pin-memory thread may call CUDA meanwhile
@@ -192,22 +196,40 @@ class TrainStep:
                 self._run(*self.inputs)
 
 
-def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
-    """The model, its optimiser, the training step (a ``TrainStep``) and the eval autocast.
+def check_together(cfg: DictConfig, k: int) -> None:
+    """Seeds trained together (k > 1) run in one process with ``train.compile=graph`` or ``none``."""
+    mode = Compile(cfg.train.compile)
+    if k > 1 and (cfg.train.gpus > 1 or mode is Compile.inductor):
+        raise ValueError(
+            f"seeds trained together (launcher.seeds, launcher.seeds_together) need train.gpus=1 and "
+            f"train.compile=graph or none; got train.gpus={cfg.train.gpus}, train.compile={mode.value}"
+        )
 
-    On CUDA: channels_last, bf16 autocast (``precision=auto`` or ``bf16``), fused SGD, the step as one CUDA graph
-    (``compile=graph``, the default), residual units compiled by inductor (``compile=inductor``). Several processes
-    (``train.gpus``) run the step eagerly under DistributedDataParallel.
+
+def setup(cfgs: list[DictConfig], device: torch.device, group: Group | None = None):
+    """The networks (one per config: a cell, or seeds of one cell stacked), their optimiser, the training step
+    (a ``TrainStep``) and the eval autocast.
+
+    On CUDA: bf16 autocast (``precision=auto`` or ``bf16``), fused SGD, the step as one CUDA graph
+    (``compile=graph``, the default); for a network alone, channels_last and residual units compiled by inductor
+    (``compile=inductor``). Several processes (``train.gpus``) run the step eagerly under DistributedDataParallel.
     """
-    t = cfg.train
+    t = cfgs[0].train
     cuda = device.type == "cuda"
     world = group.world if group is not None else 1
-    model = build_model(cfg).to(device)
-    channels_last = cuda and t.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    mode = Compile(t.compile)
+    check_together(cfgs[0], len(cfgs))
+    models = []
+    for cfg in cfgs:
+        torch.manual_seed(cfg.seed)  # a network's initialisation is its seed's, stacked or not
+        models.append(build_model(cfg).to(device))
+    if len(models) > 1:
+        forward, params = stack(models)
+    else:
+        forward, models[0] = _single(models[0], t, device, world, mode)
+        params = list(models[0].parameters())
     opt = torch.optim.SGD(
-        model.parameters(),
+        params,
         lr=t.lr,
         momentum=t.momentum,
         nesterov=t.nesterov,
@@ -222,22 +244,32 @@ def setup(cfg: DictConfig, device: torch.device, group: Group | None = None):
             torch.autocast(device.type, torch.bfloat16, cache_enabled=False) if use_bf16 else contextlib.nullcontext()
         )
 
-    mode = Compile(t.compile)
+    capture = cuda and world == 1 and mode is not Compile.none
+    return models, opt, TrainStep(forward, opt, autocast, len(models), capture), autocast
+
+
+def _single(model: torch.nn.Module, t: DictConfig, device: torch.device, world: int, mode: Compile):
+    """(forward over a 1×N×… input, the model) for a network trained alone."""
+    cuda = device.type == "cuda"
+    channels_last = cuda and t.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if mode is Compile.inductor:  # regional compilation: units of one shape share one compiled graph
         for unit in model.modules():
             if isinstance(unit, ResidualUnit):
                 unit.compile()
-    forward = model
+    net = model
     if world > 1:
         if t.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         with warnings.catch_warnings():  # BN statistics stay per process, as in the paper (no buffer broadcast)
             warnings.simplefilter("ignore", FutureWarning)
-            forward = DistributedDataParallel(
-                model, device_ids=[device.index] if cuda else None, broadcast_buffers=False
-            )
-    capture = cuda and world == 1 and mode is not Compile.none
-    return model, opt, TrainStep(forward, opt, autocast, channels_last, capture), autocast
+            net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return net(x[0].contiguous(memory_format=torch.channels_last) if channels_last else x[0])[None]
+
+    return forward, model
 
 
 def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
@@ -247,75 +279,110 @@ def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) ->
         if cfg.train.batch_size % cfg.train.gpus:
             raise ValueError(f"train.batch_size {cfg.train.batch_size} does not split over train.gpus={cfg.train.gpus}")
         plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-        distributed.spawn(cfg.train.gpus, _train, plain, directory, print_evaluation if progress else None)
+        distributed.spawn(cfg.train.gpus, train_seeds, [plain], [directory], print_evaluation if progress else None)
         return store.read_json(directory / "result.json")
-    return _train(cfg, directory, progress)
+    return train_seeds([cfg], [directory], progress)[0]
 
 
-def _train(cfg: DictConfig, directory: Path, progress: Progress | None) -> dict[str, Any]:
-    t = cfg.train
+@dataclass
+class _Run:
+    """One network's share of ``train_seeds``."""
+
+    cfg: DictConfig
+    directory: Path
+    data: Any
+    model: torch.nn.Module
+    resumed_from: list[int] = field(default_factory=list)
+    flow_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    row: dict = field(default_factory=dict)
+    status: str = "running"
+    diverged_at: int | None = None
+    result: dict = field(default_factory=dict)
+
+
+def train_seeds(cfgs: list[DictConfig], directories: list[Path], progress: Progress | None = None) -> list[dict]:
+    """Train cells that differ only in their seed, and whose checkpoints are at one iteration, together in this
+    process (stacked, ``stack.py``, when several); each resumes from and writes to its own directory, and its
+    records, checkpoints and result are what it would have alone."""
+    t = cfgs[0].train
     group = distributed.current()
     device = resolve_device(t.device, group.rank)
-    seed_everything(cfg.seed, t.deterministic)
-    directory.mkdir(parents=True, exist_ok=True)
-    if group.main:
-        store.save_config(directory, cfg)
-    ckpt_path, metrics_path, flow_path = (
-        directory / "checkpoint.pt",
-        directory / "metrics.jsonl",
-        directory / "grad_flow.jsonl",
-    )
+    seed_everything(cfgs[0].seed, t.deterministic)
+    first = make_data(cfgs[0], device, group)
+    models, opt, step, autocast = setup(cfgs, device, group)
+    stats = step.stats  # per network: train loss sum, errors since the last evaluation
+    runs = [
+        _Run(cfg, directory, first if i == 0 else for_seed(first, cfg.seed), model)
+        for i, (cfg, directory, model) in enumerate(zip(cfgs, directories, models))
+    ]
+    for r in runs:
+        r.directory.mkdir(parents=True, exist_ok=True)
+        if group.main:
+            store.save_config(r.directory, r.cfg)
 
-    data = make_data(cfg, device, group)
-    model, opt, step, autocast = setup(cfg, device, group)
-    stats = step.stats  # train loss sum, errors since the last evaluation
-
-    start, elapsed, resumed_from = 0, 0.0, []
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+    start, elapsed = 0, 0.0
+    ckpts = [load_checkpoint(r.directory / "checkpoint.pt") for r in runs]
+    if len({c and c["iteration"] for c in ckpts}) > 1:
+        raise ValueError(
+            f"seeds trained together must resume from one iteration; found {[c and c['iteration'] for c in ckpts]}"
+        )
+    if ckpts[0] is not None:
+        for r, ckpt in zip(runs, ckpts):
+            r.model.load_state_dict(ckpt["model"])
+        optimizers = [c["optimizer"] for c in ckpts]
+        opt.load_state_dict(optimizers[0] if len(runs) == 1 else stacked_state(optimizers))
         step.keep_lr()
-        start, elapsed = ckpt["iteration"], ckpt["elapsed"]
-        resumed_from = [*ckpt["resumed_from"], start]
-        print(f"resuming {directory.name} from its checkpoint at iteration {start}", flush=True)
-        stats.copy_(ckpt["stats"][group.rank])
-        rng = ckpt["rng"][group.rank]
-        _set_rng_states(rng, device)
-        data.set_rng_state(rng["data"])
-    if group.main:
-        for path in (metrics_path, flow_path):
-            store.truncate_jsonl(path, start)
-    flow_batch = None
-    if t.grad_flow and group.main and hasattr(data, "train_x"):
-        flow_batch = (data.train_x[: t.batch_size, :, 4:36, 4:36], data.train_y[: t.batch_size])
-        if start == 0:
-            store.append_jsonl(flow_path, {"iteration": 0, "norms": gradient_flow(model, *flow_batch)})
+        start, elapsed = ckpts[0]["iteration"], ckpts[0]["elapsed"]
+        _set_rng_states(ckpts[0]["rng"][group.rank], device)  # the global RNGs: one per process
+        for i, (r, ckpt) in enumerate(zip(runs, ckpts)):
+            r.resumed_from = [*ckpt["resumed_from"], start]
+            stats[i].copy_(ckpt["stats"][group.rank])
+            r.data.set_rng_state(ckpt["rng"][group.rank]["data"])
+            print(f"resuming {r.directory.name} from its checkpoint at iteration {start}", flush=True)
+    for r in runs:
+        if group.main:
+            for name in ("metrics.jsonl", "grad_flow.jsonl"):
+                store.truncate_jsonl(r.directory / name, start)
+        if t.grad_flow and group.main and hasattr(r.data, "train_x"):
+            r.flow_batch = (r.data.train_x[: t.batch_size, :, 4:36, 4:36], r.data.train_y[: t.batch_size])
+            if start == 0:
+                norms = gradient_flow(r.model, *r.flow_batch)
+                store.append_jsonl(r.directory / "grad_flow.jsonl", {"iteration": 0, "norms": norms})
 
     def save(iteration: int) -> None:
-        per_rank = group.gather(({**_rng_states(device), "data": data.rng_state()}, stats.cpu()))
+        rng = _rng_states(device)
+        per_rank = group.gather(([{**rng, "data": r.data.rng_state()} for r in runs], stats.cpu()))
         if not group.main:
             return
-        state = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "iteration": iteration,
-            "resumed_from": resumed_from,
-            "elapsed": elapsed,
-            "stats": [s for _, s in per_rank],
-            "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            "rng": [r for r, _ in per_rank],
-        }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        store.atomic_write(ckpt_path, buffer.getvalue())
+        opt_state = opt.state_dict()
+        for i, r in enumerate(runs):
+            if r.status != "running":
+                continue
+            state = {
+                "model": {k: v.clone() for k, v in r.model.state_dict().items()},  # a stack's view would save it all
+                "optimizer": opt_state if len(runs) == 1 else seed_state(opt_state, i),
+                "iteration": iteration,
+                "resumed_from": r.resumed_from,
+                "elapsed": elapsed,
+                "stats": [s[i] for _, s in per_rank],
+                "config": OmegaConf.to_container(r.cfg, resolve=True, enum_to_str=True),
+                "rng": [rngs[i] for rngs, _ in per_rank],
+            }
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            store.atomic_write(r.directory / "checkpoint.pt", buffer.getvalue())
 
-    status, diverged_at, row = "done", None, {}
-    model.train()
+    def finish(r: _Run, status: str, diverged_at: int | None = None) -> None:
+        r.status, r.diverged_at = status, diverged_at
+        r.result = _result(r, start, elapsed, device, len(runs))
+        if group.main:
+            store.write_json(r.directory / "result.json", r.result)
+
+    for r in runs:
+        r.model.train()
     tick, tick_iteration = time.perf_counter(), start
     for it in range(start, t.iterations):
-        x, y = data.train_batch(it)
-        step(x, y, lr_at(it, t))
+        step([r.data.train_batch(it) for r in runs], lr_at(it, t))
         done = it + 1
         if progress and group.main:
             progress(done, None)
@@ -323,47 +390,56 @@ def _train(cfg: DictConfig, directory: Path, progress: Progress | None) -> dict[
             continue
         now = time.perf_counter()
         elapsed += now - tick
-        loss_sum, errors = group.all_reduce(stats.clone()).tolist()
+        sums = group.all_reduce(stats.clone()).tolist()
         seen = (done - (it // t.eval_every) * t.eval_every) * t.batch_size  # images since the last evaluation
         stats.zero_()
-        if group.main:  # rank 0 evaluates and writes the records
-            row = {
-                "iteration": done,
-                "epoch": round(done / data.steps_per_epoch, 3),
-                "lr": lr_at(it, t),
-                "train_loss": loss_sum / seen,
-                "train_error": errors / seen,
-                **evaluate(model, data, autocast),
-                "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick),
-                "elapsed": round(elapsed, 3),
-            }
-            store.append_jsonl(metrics_path, row)
-            if flow_batch is not None:
-                store.append_jsonl(flow_path, {"iteration": done, "norms": gradient_flow(model, *flow_batch)})
-            if progress:
-                progress(done, row)
-        if not math.isfinite(loss_sum):  # the loss is summed over ranks, so every rank stops here together
-            status, diverged_at = "diverged", done
+        for r, (loss_sum, errors) in zip(runs, sums):
+            if r.status != "running":
+                continue
+            if group.main:  # rank 0 evaluates and writes the records
+                r.row = {
+                    "iteration": done,
+                    "epoch": round(done / r.data.steps_per_epoch, 3),
+                    "lr": lr_at(it, t),
+                    "train_loss": loss_sum / seen,
+                    "train_error": errors / seen,
+                    **evaluate(r.model, r.data, autocast),
+                    "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick),
+                    "elapsed": round(elapsed, 3),
+                }
+                store.append_jsonl(r.directory / "metrics.jsonl", r.row)
+                if r.flow_batch is not None:
+                    norms = gradient_flow(r.model, *r.flow_batch)
+                    store.append_jsonl(r.directory / "grad_flow.jsonl", {"iteration": done, "norms": norms})
+            if not math.isfinite(loss_sum):  # summed over ranks, so every rank stops this network together
+                finish(r, "diverged", done)
+        if progress and group.main:
+            progress(done, runs[0].row)
+        if all(r.status != "running" for r in runs):
             break
         if done % t.checkpoint_every == 0 or done == t.iterations:
             save(done)
         tick, tick_iteration = time.perf_counter(), done
+    for r in runs:
+        if r.status == "running":
+            finish(r, "done")
+    return [r.result for r in runs]
 
-    result = {
-        "status": status,
-        "key": directory.name,
-        "test_error": row.get("test_error"),
-        "test_error_top5": row.get("test_error_top5"),
-        "train_loss": row.get("train_loss"),
-        "iterations": row.get("iteration", start),
-        "diverged_at": diverged_at,
-        "resumed_from": resumed_from,
+
+def _result(r: _Run, start: int, elapsed: float, device: torch.device, together: int) -> dict[str, Any]:
+    return {
+        "status": r.status,
+        "key": r.directory.name,
+        "test_error": r.row.get("test_error"),
+        "test_error_top5": r.row.get("test_error_top5"),
+        "train_loss": r.row.get("train_loss"),
+        "iterations": r.row.get("iteration", start),
+        "diverged_at": r.diverged_at,
+        "resumed_from": r.resumed_from,
         "wall_time": round(elapsed, 3),
+        "trained_together": together,  # networks stacked in its process (1: alone)
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_commit": _git_commit(),
-        "config": identity(cfg),
+        "config": identity(r.cfg),
     }
-    if group.main:
-        store.write_json(directory / "result.json", result)
-    return result

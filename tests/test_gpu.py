@@ -1,11 +1,12 @@
 """On a CUDA device (skipped without one; on the lent GPU: `pytest -m gpu`): the step replayed as one CUDA graph,
-with or without inductor-compiled units, trains like the eager step, learning-rate changes after capture included."""
+with or without inductor-compiled units or stacked seeds, trains like the eager step, learning-rate changes after
+capture included."""
 
 import pytest
 import torch
 
 from resnet_ablate import store
-from resnet_ablate.train import train
+from resnet_ablate.train import train, train_seeds
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -35,3 +36,15 @@ def test_the_captured_step_trains_like_the_eager_step(cfg, tmp_path, mode):
     rows = {m: store.read_jsonl(d / "metrics.jsonl") for m, d in runs.items()}
     assert [r["lr"] for r in rows[mode]] == [r["lr"] for r in rows["none"]]
     assert [r["train_loss"] for r in rows[mode]] == pytest.approx([r["train_loss"] for r in rows["none"]], rel=1e-2)
+
+
+def test_stacked_seeds_under_the_captured_step_train_like_seeds_trained_alone(cfg, tmp_path):
+    def cells(mode):
+        return [cfg(*TINY, f"seed={s}", f"train.compile={mode}", f"store.root={tmp_path / mode}") for s in (0, 1)]
+
+    stacked = train_seeds(cells("graph"), [store.run_dir(c) for c in cells("graph")])
+    alone = [train(c, store.run_dir(c)) for c in cells("none")]
+    for a, b in zip(stacked, alone):
+        assert a["status"] == "done" and a["trained_together"] == 2
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-2)
+        assert abs(a["test_error"] - b["test_error"]) <= 0.02

@@ -11,7 +11,7 @@ from resnet_ablate.cli import app
 from resnet_ablate.config import compose
 from resnet_ablate.report import paper
 from resnet_ablate.report.tables import build, records
-from resnet_ablate.sweep import run_cell
+from resnet_ablate.sweep import run_cells
 
 TINY = [
     "model.depth=20",
@@ -28,22 +28,21 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    """A store with real runs: ResNet-110/164 configs at depth 20, two placements, two seeds (one of 164 missing)."""
+    """A store with real runs: ResNet-110/164 configs at depth 20, two placements, two seeds trained together
+    (one of 164 missing)."""
     root = tmp_path_factory.mktemp("store")
-    for model, unit, seed in [
-        ("resnet110", "original", 0),
-        ("resnet110", "original", 1),
-        ("resnet110", "full_preact", 0),
-        ("resnet110", "full_preact", 1),
-        ("resnet164", "original", 0),
+    for model, unit, seeds in [  # the pairs of seeds trained together, stacked
+        ("resnet110", "original", "[0,1]"),
+        ("resnet110", "full_preact", "[0,1]"),
+        ("resnet164", "original", "[0]"),
     ]:
-        run_cell(
+        run_cells(
             compose(
                 [
                     *TINY,
                     f"model={model}",
                     f"unit={unit}",
-                    f"seed={seed}",
+                    f"launcher.seeds={seeds}",
                     f"store.root={root}",
                     f"data.root={root / 'data'}",
                 ]

@@ -135,9 +135,9 @@ def _strip(rows):
 
 
 def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_after: int):
-    """Train the tiny deterministic run with ``overrides`` once uninterrupted (store a) and once SIGKILLed (the whole
-    process group) after ``kill_after`` iterations, then resumed (store b); returns both checkpoints, having
-    checked the records match."""
+    """Train the tiny deterministic run(s) with ``overrides`` once uninterrupted (store a) and once SIGKILLed (the
+    whole process group) after ``kill_after`` iterations, then resumed (store b); returns each run's pair of
+    checkpoints, having checked the records match."""
     common = [
         *TINY,
         "train.eval_every=4",
@@ -159,25 +159,27 @@ def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_af
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    (run_b,) = b.glob("runs/*")
-    assert not (run_b / "result.json").exists(), "killed too late: the run had ended"
+    runs_a, runs_b = (sorted((tmp_path / s).glob("runs/*")) for s in "ab")
+    assert not any((r / "result.json").exists() for r in runs_b), "killed too late: a run had ended"
     cli("train", "--quiet", *common, f"store.root={b}", check=True)
-    (run_a,) = (tmp_path / "a").glob("runs/*")
-    assert run_a.name == run_b.name  # same identity, same key
-    assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))
-    ra, rb = (store.read_json(r / "result.json") for r in (run_a, run_b))
-    assert ra["test_error"] == rb["test_error"] and ra["train_loss"] == rb["train_loss"] and rb["resumed_from"]
-    sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
-    assert sa["model"].keys() == sb["model"].keys()
-    for key in sa["model"]:
-        assert torch.equal(sa["model"][key], sb["model"][key]), key
-    return sa, sb
+    assert [r.name for r in runs_a] == [r.name for r in runs_b]  # same identities, same keys
+    pairs = []
+    for run_a, run_b in zip(runs_a, runs_b):
+        assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))
+        ra, rb = (store.read_json(r / "result.json") for r in (run_a, run_b))
+        assert ra["test_error"] == rb["test_error"] and ra["train_loss"] == rb["train_loss"] and rb["resumed_from"]
+        sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
+        assert sa["model"].keys() == sb["model"].keys()
+        for key in sa["model"]:
+            assert torch.equal(sa["model"][key], sb["model"][key]), key
+        pairs.append((sa, sb))
+    return pairs
 
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
     overrides = ["shortcut=dropout", "train.iterations=48", "train.milestones=[24,36]"]
-    sa, sb = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=14)
+    [(sa, sb)] = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=14)
     for ga, gb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
         assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
 
@@ -223,7 +225,7 @@ def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path
 def test_two_process_ddp_run_resumes_bit_identical_after_sigkill(tmp_path):
     """train.gpus=2 on the CPU (gloo): the same records and checkpoints as one process, and exact resume."""
     overrides = ["train.gpus=2", "train.iterations=40", "train.milestones=[20,30]"]
-    sa, _ = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=12)
+    [(sa, _)] = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=12)
     assert len(sa["rng"]) == 2  # every rank's RNG states
 
 
@@ -295,14 +297,14 @@ def test_the_step_reads_the_learning_rate_from_one_tensor_that_survives_loading_
     """A captured CUDA graph cannot see a new Python float: the lr lives in a tensor the step fills in place."""
     from resnet_ablate.train import setup
 
-    model, opt, step, _ = setup(cfg(*TINY, "train.momentum=0", "train.weight_decay=0"), torch.device("cpu"))
-    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    [model], opt, step, _ = setup([cfg(*TINY, "train.momentum=0", "train.weight_decay=0")], torch.device("cpu"))
+    batch = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
     before = [p.detach().clone() for p in model.parameters()]
-    step(x, y, 0.0)
+    step([batch], 0.0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    step(x, y, 0.1)
+    step([batch], 0.1)
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert step.stats[0] > 0 and 0 <= step.stats[1] <= 8  # loss sum and errors of both steps
+    assert step.stats[0, 0] > 0 and 0 <= step.stats[0, 1] <= 8  # loss sum and errors of both steps
     opt.load_state_dict(opt.state_dict())
     step.keep_lr()
     assert all(g["lr"] is step.lr for g in opt.param_groups)

@@ -23,7 +23,7 @@ ConfigStore.instance().store(
 
 
 def _pack(cells: List[List[str]]) -> List[str]:
-    """One cluster job for several cells: the first cell's overrides (for the job's own config) plus all of them."""
+    """One cluster job for several workers: the first one's overrides (for the job's own config) plus all of them."""
     lines = ", ".join("'" + " ".join(c).replace("'", "\\'") + "'" for c in cells)
     return [*cells[0], f"launcher.pack=[{lines}]"]
 
@@ -34,9 +34,10 @@ class GridSweeper(BasicSweeper):
         self.grid = list(grid or [])
 
     def sweep(self, arguments: list[str]) -> Any:
-        from resnet_ablate.sweep import expand_grid
+        from resnet_ablate.sweep import expand_grid, stack_seeds
 
         cells = expand_grid(self.grid, self._parse_config(), arguments)
+        cells = stack_seeds(cells, int(self.config.launcher.seeds_together))
         k = int(self.config.launcher.jobs_per_gpu)
         if k > 1 and "LocalLauncher" not in self.config.hydra.launcher._target_:
             cells = [_pack(cells[i : i + k]) for i in range(0, len(cells), k)]

@@ -63,12 +63,17 @@ class LocalLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from resnet_ablate import store
         from resnet_ablate.progress import SweepDisplay
-        from resnet_ablate.sweep import mps_daemon, needs_run, start_worker
+        from resnet_ablate.sweep import mps_daemon, needs_run, seed_cells, start_worker
 
-        jobs = []
+        jobs = []  # per worker: its overrides, and its cells as (display row, config, run directory)
+        rows = []  # per cell: what the display shows
         for overrides in job_overrides:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            jobs.append((list(overrides), cfg, store.run_dir(cfg)))
+            cells = []
+            for cfg in seed_cells(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))):
+                label = [o for o in filter_overrides(overrides) if not o.startswith(("seed=", "launcher.seeds="))]
+                cells.append((len(rows), cfg, store.run_dir(cfg)))
+                rows.append(([*label, f"seed={cfg.seed}"], cells[-1][2], cfg.train.iterations, cfg.train.batch_size))
+            jobs.append((list(overrides), cells))
         gpus = visible_gpus(self.gpus)
         slots: queue.Queue[Optional[str]] = queue.Queue()
         for slot in (gpus or [None]) * self.jobs_per_gpu:
@@ -76,34 +81,40 @@ class LocalLauncher(Launcher):
         returns: List[Optional[JobReturn]] = [None] * len(jobs)
         procs: dict = {}
         stop = threading.Event()
-        display = SweepDisplay(
-            [(filter_overrides(o), d, cfg.train.iterations, cfg.train.batch_size) for o, cfg, d in jobs]
-        )
+        display = SweepDisplay(rows)
 
         def run(i: int) -> None:
-            overrides, cfg, directory = jobs[i]
-            if not needs_run(cfg, directory):
-                returns[i] = _job_return(overrides, store.read_json(directory / "result.json"), JobStatus.COMPLETED)
-                display.finish(i, "skipped")
+            overrides, cells = jobs[i]
+            todo = [(n, directory) for n, cfg, directory in cells if needs_run(cfg, directory)]
+            for n, _, _ in cells:
+                if n not in dict(todo):
+                    display.finish(n, "skipped")
+            if not todo:
+                results = [store.read_json(d / "result.json") for _, _, d in cells]
+                returns[i] = _job_return(overrides, results, JobStatus.COMPLETED)
                 return
             slot = slots.get()
             try:
                 if stop.is_set():
                     return
-                procs[i] = start_worker(overrides, directory, slot, self.jobs_per_gpu)
-                display.start(i, slot)
+                procs[i] = start_worker(overrides, [d for _, d in todo], slot, self.jobs_per_gpu)
+                for n, _ in todo:
+                    display.start(n, slot)
                 code = procs[i].wait()
                 ok = code == 0  # without a result, a clean exit means another process holds the cell
-                result = store.read_json(directory / "result.json") or {
-                    "status": "running elsewhere" if ok else "failed"
-                }
+                results = [
+                    store.read_json(d / "result.json") or {"status": "running elsewhere" if ok else "failed"}
+                    for _, _, d in cells
+                ]
                 returns[i] = _job_return(
                     overrides,
-                    result,
+                    results,
                     JobStatus.COMPLETED if ok else JobStatus.FAILED,
-                    None if ok else RuntimeError(f"cell exited {code}; see {directory / 'train.log'}"),
+                    None if ok else RuntimeError(f"worker exited {code}; see {todo[0][1] / 'train.log'}"),
                 )
-                display.finish(i, result["status"] if ok else ("stopped" if stop.is_set() else "failed"))
+                for (n, _, _), result in zip(cells, results):
+                    if n in dict(todo):
+                        display.finish(n, result["status"] if ok else ("stopped" if stop.is_set() else "failed"))
                 if not ok and self.fail_fast:
                     stop.set()
                     _terminate(procs)
