@@ -95,7 +95,8 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
         if quiet:
             results = run_cells(cfg)
         else:
-            with RunProgress(cfg.train.iterations, " ".join(store.run_key(c) for c in cells)) as progress:
+            label = store.run_key(cells[0]) + (f" (+{len(cells) - 1} seeds stacked)" if len(cells) > 1 else "")
+            with RunProgress(cfg.train.iterations, label) as progress:
                 results = run_cells(cfg, progress)
     except (FileNotFoundError, RuntimeError) as e:
         fail(str(e).splitlines()[0], 1)

@@ -101,8 +101,8 @@ def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
         *SMALL,
         "unit=original",
         "seed=0",
-        "train.iterations=80",
-        "train.milestones=[40,60]",
+        "train.iterations=200",  # long enough to outlast KillWait: SIGTERM alone does not stop a submitit job
+        "train.milestones=[100,150]",
         "train.eval_every=5",
         "train.checkpoint_every=5",
         f"store.root={tmp_path}",
@@ -123,10 +123,10 @@ def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output
     result = store.read_json(run / "result.json")
-    assert result["status"] == "done" and result["iterations"] == 80
+    assert result["status"] == "done" and result["iterations"] == 200
     assert result["resumed_from"] and result["resumed_from"][0] >= 10  # resumed, not restarted
     iterations = [r["iteration"] for r in store.read_jsonl(run / "metrics.jsonl")]
-    assert iterations == list(range(5, 81, 5))
+    assert iterations == list(range(5, 201, 5))
 
 
 def test_slurm_launcher_without_sbatch_fails_at_once(tmp_path):
