@@ -20,11 +20,13 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 
-def stack(models: list[nn.Module]) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[torch.Tensor]]:
-    """(forward: k×N×… inputs → k×N×classes, the stacked parameters to optimise); each model becomes a view of
-    its slice of the stack."""
+def stack(
+    models: list[nn.Module], channels_last: bool = False
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[torch.Tensor]]:
+    """(forward: k×N×C×H×W inputs → k×N×classes, the stacked parameters to optimise); each model becomes a view
+    of its slice of the stack. ``channels_last``: the grouped convolutions run in channels-last memory format."""
     params, buffers = stack_module_state(models)
-    params = {name: p.detach().requires_grad_() for name, p in params.items()}
+    params = {name: (_channels_last(p) if channels_last else p).detach().requires_grad_() for name, p in params.items()}
     with torch.no_grad():
         for i, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -38,7 +40,23 @@ def stack(models: list[nn.Module]) -> tuple[Callable[[torch.Tensor], torch.Tenso
         return functional_call(shape, (p, b), (x,))
 
     batched = vmap(one, randomness="different")  # dropout shortcuts draw a different mask per seed
-    return lambda x: batched(params, buffers, x), list(params.values())
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if channels_last:  # the seeds' channels side by side: k×N×C×H×W laid out as N×H×W×k×C
+            k, n, c, h, w = x.shape
+            x = x.new_empty(n, h, w, k, c).permute(3, 0, 4, 1, 2).copy_(x)
+        return batched(params, buffers, x)
+
+    return forward, list(params.values())
+
+
+def _channels_last(p: torch.Tensor) -> torch.Tensor:
+    """A stacked conv weight (k×O×C×kh×kw) laid out as k×O×kh×kw×C: under vmap, the k×O×C×kh×kw weight of the
+    grouped convolution is then channels-last, and so is each seed's view of it."""
+    if p.dim() != 5:
+        return p
+    k, o, c, kh, kw = p.shape
+    return p.new_empty(k, o, kh, kw, c).permute(0, 1, 4, 2, 3).copy_(p)
 
 
 def seed_state(state: dict, i: int) -> dict:

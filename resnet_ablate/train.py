@@ -210,8 +210,8 @@ def setup(cfgs: list[DictConfig], device: torch.device, group: Group | None = No
     """The networks (one per config: a cell, or seeds of one cell stacked), their optimiser, the training step
     (a ``TrainStep``) and the eval autocast.
 
-    On CUDA: bf16 autocast (``precision=auto`` or ``bf16``), fused SGD, the step as one CUDA graph
-    (``compile=graph``, the default); for a network alone, channels_last and residual units compiled by inductor
+    On CUDA: bf16 autocast (``precision=auto`` or ``bf16``), channels_last, fused SGD, the step as one CUDA graph
+    (``compile=graph``, the default); for a network alone, residual units compiled by inductor
     (``compile=inductor``). Several processes (``train.gpus``) run the step eagerly under DistributedDataParallel.
     """
     t = cfgs[0].train
@@ -224,7 +224,7 @@ def setup(cfgs: list[DictConfig], device: torch.device, group: Group | None = No
         torch.manual_seed(cfg.seed)  # a network's initialisation is its seed's, stacked or not
         models.append(build_model(cfg).to(device))
     if len(models) > 1:
-        forward, params = stack(models)
+        forward, params = stack(models, channels_last=cuda and t.channels_last)
     else:
         forward, models[0] = _single(models[0], t, device, world, mode)
         params = list(models[0].parameters())

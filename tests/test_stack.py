@@ -39,6 +39,33 @@ def test_a_stacked_step_updates_each_seed_as_its_own_step_would(cfg, arch):
             assert torch.allclose(mine[key].float(), theirs[key].float(), atol=1e-5, rtol=1e-4), key
 
 
+def test_channels_last_stacking_computes_the_same_with_the_seeds_channels_innermost(cfg):
+    """On CUDA the stack is channels-last (each seed's NHWC tensors side by side); checked here on the CPU."""
+    from resnet_ablate.models import build_model
+    from resnet_ablate.stack import stack
+
+    def seeds():
+        models = []
+        for s in (0, 1):
+            torch.manual_seed(s)
+            models.append(build_model(cfg(*TINY, "unit=full_preact")))
+        return models
+
+    x = torch.randn(2, 8, 3, 32, 32)
+    runs = {}
+    for channels_last in (False, True):
+        models = seeds()
+        forward, params = stack(models, channels_last)
+        out = forward(x)
+        out.sum().backward()
+        runs[channels_last] = out, [p.grad for p in params], models
+    (plain, grads, _), (cl, cl_grads, cl_models) = runs[False], runs[True]
+    assert torch.allclose(plain, cl, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, cl_grads))
+    weight = cl_models[1].stem[0].weight  # seed 1's view of the stack
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 def test_seeds_trained_together_keep_the_records_of_seeds_trained_alone(cfg, tmp_path):
     def cells(store_root):
         return [
