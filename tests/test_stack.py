@@ -93,6 +93,25 @@ def test_seeds_trained_together_keep_the_records_of_seeds_trained_alone(cfg, tmp
             assert sa["momentum_buffer"].shape == sb["momentum_buffer"].shape  # one seed's, not the stack's
 
 
+def test_a_seed_that_diverges_ends_alone_and_its_stack_trains_on(cfg, tmp_path, monkeypatch):
+    import resnet_ablate.train as training
+
+    build_model = training.build_model
+
+    def build(c):  # seed 1's network starts with a NaN weight
+        net = build_model(c)
+        if c.seed == 1:
+            torch.nn.init.constant_(net.fc.bias, float("nan"))
+        return net
+
+    monkeypatch.setattr(training, "build_model", build)
+    cells = [cfg(*TINY, "budget=smoke", f"seed={s}", f"store.root={tmp_path}", f"data.root={tmp_path}") for s in (0, 1)]
+    seed0, seed1 = train_seeds(cells, [store.run_dir(c) for c in cells])
+    assert (seed1["status"], seed1["diverged_at"]) == ("diverged", 8)
+    assert seed0["status"] == "done" and seed0["iterations"] == 24 and seed0["train_loss"] < 2.3
+    assert store.read_json(store.run_dir(cells[1]) / "result.json")["status"] == "diverged"
+
+
 @pytest.mark.slow
 def test_sigkilled_stacked_seeds_resume_bit_identical_to_uninterrupted_ones(tmp_path):
     overrides = ["launcher.seeds=[0,1]", "shortcut=dropout", "train.iterations=48", "train.milestones=[24,36]"]
