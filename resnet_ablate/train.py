@@ -9,7 +9,9 @@ import math
 import os
 import platform
 import random
+import signal
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -272,6 +274,22 @@ def _single(model: torch.nn.Module, t: DictConfig, device: torch.device, world: 
     return forward, model
 
 
+@contextlib.contextmanager
+def _sigterm_flag(wanted: bool):
+    """While the block runs, SIGTERM (a scheduler's preemption, the local launcher's Ctrl-C) sets the yielded flag
+    instead of killing the process, so training can checkpoint first. Not in other threads, nor across DDP ranks
+    (they could see it at different iterations)."""
+    flag = threading.Event()
+    if not wanted or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Train the cell of ``cfg`` in ``directory`` (resuming from its checkpoint) and write its result.json;
     with ``train.gpus`` > 1 in that many processes."""
@@ -381,45 +399,51 @@ def train_seeds(cfgs: list[DictConfig], directories: list[Path], progress: Progr
     for r in runs:
         r.model.train()
     tick, tick_iteration = time.perf_counter(), start
-    for it in range(start, t.iterations):
-        step([r.data.train_batch(it) for r in runs], lr_at(it, t))
-        done = it + 1
-        if progress and group.main:
-            progress(done, None)
-        if done % t.eval_every and done != t.iterations:
-            continue
-        now = time.perf_counter()
-        elapsed += now - tick
-        sums = group.all_reduce(stats.clone()).tolist()
-        seen = (done - (it // t.eval_every) * t.eval_every) * t.batch_size  # images since the last evaluation
-        stats.zero_()
-        for r, (loss_sum, errors) in zip(runs, sums):
-            if r.status != "running":
+    with _sigterm_flag(group.world == 1) as stopping:
+        for it in range(start, t.iterations):
+            if stopping.is_set():  # preempted or stopped: checkpoint here, before this iteration, and exit
+                elapsed += time.perf_counter() - tick
+                save(it)
+                print(f"SIGTERM: checkpoint saved at iteration {it}; the same command resumes", flush=True)
+                raise SystemExit(128 + signal.SIGTERM)
+            step([r.data.train_batch(it) for r in runs], lr_at(it, t))
+            done = it + 1
+            if progress and group.main:
+                progress(done, None)
+            if done % t.eval_every and done != t.iterations:
                 continue
-            if group.main:  # rank 0 evaluates and writes the records
-                r.row = {
-                    "iteration": done,
-                    "epoch": round(done / r.data.steps_per_epoch, 3),
-                    "lr": lr_at(it, t),
-                    "train_loss": loss_sum / seen,
-                    "train_error": errors / seen,
-                    **evaluate(r.model, r.data, autocast),
-                    "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick),
-                    "elapsed": round(elapsed, 3),
-                }
-                store.append_jsonl(r.directory / "metrics.jsonl", r.row)
-                if r.flow_batch is not None:
-                    norms = gradient_flow(r.model, *r.flow_batch)
-                    store.append_jsonl(r.directory / "grad_flow.jsonl", {"iteration": done, "norms": norms})
-            if not math.isfinite(loss_sum):  # summed over ranks, so every rank stops this network together
-                finish(r, "diverged", done)
-        if progress and group.main:
-            progress(done, runs[0].row)
-        if all(r.status != "running" for r in runs):
-            break
-        if done % t.checkpoint_every == 0 or done == t.iterations:
-            save(done)
-        tick, tick_iteration = time.perf_counter(), done
+            now = time.perf_counter()
+            elapsed += now - tick
+            sums = group.all_reduce(stats.clone()).tolist()
+            seen = (done - (it // t.eval_every) * t.eval_every) * t.batch_size  # images since the last evaluation
+            stats.zero_()
+            for r, (loss_sum, errors) in zip(runs, sums):
+                if r.status != "running":
+                    continue
+                if group.main:  # rank 0 evaluates and writes the records
+                    r.row = {
+                        "iteration": done,
+                        "epoch": round(done / r.data.steps_per_epoch, 3),
+                        "lr": lr_at(it, t),
+                        "train_loss": loss_sum / seen,
+                        "train_error": errors / seen,
+                        **evaluate(r.model, r.data, autocast),
+                        "images_per_s": (done - tick_iteration) * t.batch_size / (now - tick),
+                        "elapsed": round(elapsed, 3),
+                    }
+                    store.append_jsonl(r.directory / "metrics.jsonl", r.row)
+                    if r.flow_batch is not None:
+                        norms = gradient_flow(r.model, *r.flow_batch)
+                        store.append_jsonl(r.directory / "grad_flow.jsonl", {"iteration": done, "norms": norms})
+                if not math.isfinite(loss_sum):  # summed over ranks, so every rank stops this network together
+                    finish(r, "diverged", done)
+            if progress and group.main:
+                progress(done, runs[0].row)
+            if all(r.status != "running" for r in runs):
+                break
+            if done % t.checkpoint_every == 0 or done == t.iterations:
+                save(done)
+            tick, tick_iteration = time.perf_counter(), done
     for r in runs:
         if r.status == "running":
             finish(r, "done")

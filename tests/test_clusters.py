@@ -101,7 +101,7 @@ def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
         *SMALL,
         "unit=original",
         "seed=0",
-        "train.iterations=200",  # long enough to outlast KillWait: SIGTERM alone does not stop a submitit job
+        "train.iterations=200",  # long enough for the requeue to land mid-run on a busy machine
         "train.milestones=[100,150]",
         "train.eval_every=5",
         "train.checkpoint_every=5",

@@ -134,10 +134,10 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed")} for r in rows]
 
 
-def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_after: int):
-    """Train the tiny deterministic run(s) with ``overrides`` once uninterrupted (store a) and once SIGKILLed (the
-    whole process group) after ``kill_after`` iterations, then resumed (store b); returns each run's pair of
-    checkpoints, having checked the records match."""
+def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_after: int, sig=signal.SIGKILL):
+    """Train the tiny deterministic run(s) with ``overrides`` once uninterrupted (store a) and once killed by
+    ``sig`` (the whole process group) after ``kill_after`` iterations, then resumed (store b); returns each run's
+    pair of checkpoints, having checked the records match."""
     common = [
         *TINY,
         "train.eval_every=4",
@@ -157,8 +157,8 @@ def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_af
         if rows and rows[-1]["iteration"] >= kill_after:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.killpg(proc.pid, sig)
+    assert proc.wait() == (128 + sig if sig == signal.SIGTERM else -sig)
     runs_a, runs_b = (sorted((tmp_path / s).glob("runs/*")) for s in "ab")
     assert not any((r / "result.json").exists() for r in runs_b), "killed too late: a run had ended"
     cli("train", "--quiet", *common, f"store.root={b}", check=True)
@@ -182,6 +182,16 @@ def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
     [(sa, sb)] = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=14)
     for ga, gb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
         assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_where_training_is_and_the_resumed_run_is_bit_identical(tmp_path):
+    """A scheduler's preemption (or the local launcher's Ctrl-C) loses nothing: with no periodic checkpoint before
+    the end, the run resumes from where SIGTERM found it."""
+    overrides = ["train.iterations=48", "train.milestones=[24,36]", "train.checkpoint_every=1000"]
+    _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=8, sig=signal.SIGTERM)
+    (run,) = (tmp_path / "b").glob("runs/*")
+    assert store.read_json(run / "result.json")["resumed_from"][0] >= 8
 
 
 def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path):
