@@ -27,6 +27,7 @@ def stack(
     of its slice of the stack. ``channels_last``: the grouped convolutions run in channels-last memory format."""
     params, buffers = stack_module_state(models)
     params = {name: (_channels_last(p) if channels_last else p).detach().requires_grad_() for name, p in params.items()}
+    shape = copy.deepcopy(models[0]).to("meta")  # the architecture, without memory
     with torch.no_grad():
         for i, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -34,7 +35,6 @@ def stack(
             for name in buffers:
                 owner, _, leaf = name.rpartition(".")
                 model.get_submodule(owner)._buffers[leaf] = buffers[name][i]
-    shape = copy.deepcopy(models[0]).to("meta")  # the architecture, without memory
 
     def one(p, b, x):
         return functional_call(shape, (p, b), (x,))
@@ -51,7 +51,7 @@ def stack(
 
 
 def _channels_last(p: torch.Tensor) -> torch.Tensor:
-    """A stacked conv weight (k×O×C×kh×kw) laid out as k×O×kh×kw×C: under vmap, the k×O×C×kh×kw weight of the
+    """A stacked conv weight (k×O×C×kh×kw) laid out as k×O×kh×kw×C: under vmap, the (k·O)×C×kh×kw weight of the
     grouped convolution is then channels-last, and so is each seed's view of it."""
     if p.dim() != 5:
         return p

@@ -269,7 +269,7 @@ def _prepare(directory: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-def task(cfg: DictConfig) -> dict[str, Any]:
+def task(cfg: DictConfig) -> list[dict[str, Any]]:
     """The Hydra task function: ``python -m resnet_ablate.sweep -m sweep=table2 hydra/launcher=…`` works too."""
     return run_pack(cfg) if cfg.launcher.pack else run_cells(cfg)
 

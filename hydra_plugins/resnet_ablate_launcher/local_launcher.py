@@ -69,8 +69,8 @@ class LocalLauncher(Launcher):
         rows = []  # per cell: what the display shows
         for overrides in job_overrides:
             cells = []
+            label = [o for o in filter_overrides(overrides) if not o.startswith(("seed=", "launcher.seeds="))]
             for cfg in seed_cells(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))):
-                label = [o for o in filter_overrides(overrides) if not o.startswith(("seed=", "launcher.seeds="))]
                 cells.append((len(rows), cfg, store.run_dir(cfg)))
                 rows.append(([*label, f"seed={cfg.seed}"], cells[-1][2], cfg.train.iterations, cfg.train.batch_size))
             jobs.append((list(overrides), cells))
@@ -85,9 +85,9 @@ class LocalLauncher(Launcher):
 
         def run(i: int) -> None:
             overrides, cells = jobs[i]
-            todo = [(n, directory) for n, cfg, directory in cells if needs_run(cfg, directory)]
+            todo = {n: directory for n, cfg, directory in cells if needs_run(cfg, directory)}
             for n, _, _ in cells:
-                if n not in dict(todo):
+                if n not in todo:
                     display.finish(n, "skipped")
             if not todo:
                 results = [store.read_json(d / "result.json") for _, _, d in cells]
@@ -97,8 +97,8 @@ class LocalLauncher(Launcher):
             try:
                 if stop.is_set():
                     return
-                procs[i] = start_worker(overrides, [d for _, d in todo], slot, self.jobs_per_gpu)
-                for n, _ in todo:
+                procs[i] = start_worker(overrides, list(todo.values()), slot, self.jobs_per_gpu)
+                for n in todo:
                     display.start(n, slot)
                 code = procs[i].wait()
                 ok = code == 0  # without a result, a clean exit means another process holds the cell
@@ -110,10 +110,12 @@ class LocalLauncher(Launcher):
                     overrides,
                     results,
                     JobStatus.COMPLETED if ok else JobStatus.FAILED,
-                    None if ok else RuntimeError(f"worker exited {code}; see {todo[0][1] / 'train.log'}"),
+                    None
+                    if ok
+                    else RuntimeError(f"worker exited {code}; see {next(iter(todo.values())) / 'train.log'}"),
                 )
                 for (n, _, _), result in zip(cells, results):
-                    if n in dict(todo):
+                    if n in todo:
                         display.finish(n, result["status"] if ok else ("stopped" if stop.is_set() else "failed"))
                 if not ok and self.fail_fast:
                     stop.set()
