@@ -453,6 +453,11 @@ def bench(
         counts[name] = [int(v) for v in text.split(",")]
 
     base = ["data=synthetic", "data.synthetic_train=5120", "data.synthetic_test=128", *(overrides or [])]
+    for mode in compile_modes.split(","):
+        try:
+            check_together(compose_or_fail([*base, f"train.compile={mode}"]), max(counts["seeds"]))
+        except ValueError as e:
+            fail(str(e))
     if worker:
         folder, k = barrier.rsplit(":", 1) if barrier else ("", "0")
         cfg = compose_or_fail(base)
@@ -480,10 +485,7 @@ def bench(
                         f"train.compile={mode}",
                         f"train.precision={precision}",
                     ]
-                    try:
-                        check_together(compose_or_fail([*base, *args]), m)
-                    except ValueError as e:
-                        fail(str(e))
+                    compose_or_fail([*base, *args])
                     r = run_jobs(args, k, steps, warmup, n, m)
                     rows.append(
                         {

@@ -21,6 +21,8 @@ BAD = [
     (["train", "train.compile=cudagraphs"], "Invalid value 'cudagraphs'", "none, graph, inductor"),
     (["bench", "--warmup", "3"], "--warmup 3 must exceed", "graph capture"),
     (["bench", "--jobs", "1,x"], "--jobs '1,x'", "positive integers"),
+    (["bench", "--seeds", "1,2", "--compile", "inductor"], "train.compile=inductor", "graph or none"),
+    (["sweep", "table2", "--dry-run", "launcher.seeds_together=5", "train.gpus=2"], "train.gpus=2", "train.gpus=1"),
 ]
 
 
