@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session's checks (issue 6) on the lent H200 through the device tool:
-#   bash .device/run.sh bash benchmarks/h200.sh
+#   bash .device/run.sh bash benchmarks/h200.sh            (the whole ladder: over 10 minutes)
+#   LADDER=0 bash .device/run.sh bash benchmarks/h200.sh   (the GPU tests and the stacked seeds only)
 # Each step is time-boxed and independent; every `bench --json` result is appended to $OUT/bench.jsonl and
 # summarised on stdout as it lands, so a run cut short still reports what it measured.
 set -u
@@ -28,6 +29,12 @@ echo "mps control: ${mps:-absent}"
 # Graph and inductor steps train like eager ones (carry pytest: `pip download pytest pluggy iniconfig -d .device`).
 python -c "import pytest" 2>/dev/null && timeout 120 python -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py | tail -n 3
 
+# Not yet measured on a GPU: seeds of one cell stacked into one network (torch.func.vmap: grouped convolutions),
+# against one network per step, alone and on streams. About 4 minutes.
+step seeds 150 --models resnet110 --compile graph --no-baseline --seeds 1,2,4,8 --steps 100
+step seeds_streams 90 --models resnet110 --compile graph --no-baseline --seeds 4 --streams 2 --steps 100
+[ "${LADDER:-1}" = 0 ] && { echo "all done ${SECONDS}s"; exit 0; }  # LADDER=0: skip what BENCHMARKS.md already has
+
 # Single jobs, whole step as one CUDA graph (the default), bf16 autocast vs fp32 (TF32 convs); ratios to baseline.
 step r110 70 --models resnet110 --compile graph --precision bf16,fp32 --steps 200
 step r20_r164 90 --models resnet20,resnet164 --compile graph --precision bf16,fp32 --steps 200
@@ -35,9 +42,6 @@ step r1001 80 --models resnet1001 --compile graph --precision bf16,fp32 --no-bas
 # Several ResNet-110 cells on one GPU: processes (time-sliced) vs models on streams in one process.
 step jobs 90 --models resnet110 --compile graph --no-baseline --jobs 2,4 --steps 150
 step streams 70 --models resnet110 --compile graph --no-baseline --streams 2,4 --steps 150
-# Seeds of one cell stacked into one network (torch.func.vmap: grouped convolutions), alone and with streams.
-step seeds 120 --models resnet110 --compile graph --no-baseline --seeds 2,4,8 --steps 100
-step seeds_streams 90 --models resnet110 --compile graph --no-baseline --seeds 4 --streams 2,4 --steps 100
 # A short real run on CIFAR-10 (ResNet-20, a tenth of the schedule): bf16 and fp32 side by side.
 t0=$SECONDS
 for p in bf16 fp32; do
