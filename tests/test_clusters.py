@@ -75,7 +75,8 @@ def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
 
 
 @pytest.mark.slurm
-def test_jobs_per_gpu_packs_cells_into_fewer_slurm_jobs(cluster, tmp_path):
+@pytest.mark.parametrize("packing", ["launcher.jobs_per_gpu=2", "launcher.seeds_together=2"])
+def test_cells_packed_by_process_or_stacked_by_seed_need_fewer_slurm_jobs(cluster, tmp_path, packing):
     args = [
         "table2",
         *SMALL,
@@ -85,11 +86,12 @@ def test_jobs_per_gpu_packs_cells_into_fewer_slurm_jobs(cluster, tmp_path):
         f"data.root={tmp_path / 'data'}",
         *SLURM,
         "hydra.launcher.cpus_per_task=2",
-        "launcher.jobs_per_gpu=2",
+        packing,
     ]
     cli("sweep", *args, check=True, timeout=300)
     results = store.results(tmp_path)
     assert len(results) == 4 and all(r["status"] == "done" for r in results)
+    assert {r["trained_together"] for r in results} == {2 if "seeds" in packing else 1}
     jobs = [store.read_json(run / "scheduler.json")["slurm_job_id"] for run in tmp_path.glob("runs/*")]
     assert len(set(jobs)) == 2 and all(jobs.count(j) == 2 for j in jobs)  # 4 cells, 2 array tasks
 
