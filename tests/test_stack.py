@@ -114,7 +114,7 @@ def test_a_seed_that_diverges_ends_alone_and_its_stack_trains_on(cfg, tmp_path, 
 
 @pytest.mark.slow
 def test_sigkilled_stacked_seeds_resume_bit_identical_to_uninterrupted_ones(tmp_path):
-    overrides = ["launcher.seeds=[0,1]", "shortcut=dropout", "train.iterations=48", "train.milestones=[24,36]"]
+    overrides = ["launcher.seeds=[0,1]", "shortcut=dropout", "train.iterations=32", "train.milestones=[16,24]"]
     pairs = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=14)
     assert len(pairs) == 2 and pairs[0][0]["model"].keys() == pairs[1][0]["model"].keys()
     for sa, sb in pairs:

@@ -188,7 +188,7 @@ def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
 def test_sigterm_checkpoints_where_training_is_and_the_resumed_run_is_bit_identical(tmp_path):
     """A scheduler's preemption (or the local launcher's Ctrl-C) loses nothing: with no periodic checkpoint before
     the end, the run resumes from where SIGTERM found it."""
-    overrides = ["train.iterations=48", "train.milestones=[24,36]", "train.checkpoint_every=1000"]
+    overrides = ["train.iterations=32", "train.milestones=[16,24]", "train.checkpoint_every=1000"]
     _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=8, sig=signal.SIGTERM)
     (run,) = (tmp_path / "b").glob("runs/*")
     assert store.read_json(run / "result.json")["resumed_from"][0] >= 8
