@@ -275,19 +275,27 @@ def _single(model: torch.nn.Module, t: DictConfig, device: torch.device, world: 
 
 
 @contextlib.contextmanager
-def _sigterm_flag(wanted: bool):
-    """While the block runs, SIGTERM (a scheduler's preemption, the local launcher's Ctrl-C) sets the yielded flag
-    instead of killing the process, so training can checkpoint first. Not in other threads, nor across DDP ranks
-    (they could see it at different iterations)."""
-    flag = threading.Event()
+def _stop_requests(wanted: bool):
+    """While the block runs, SIGTERM (a scheduler's preemption, the local launcher's Ctrl-C) and SIGINT (Ctrl-C)
+    record their number in the yielded list instead of stopping the process, so training can checkpoint first; a
+    second one stops at once. Not in other threads, nor across DDP ranks (they could see it at different
+    iterations)."""
+    received: list[int] = []
     if not wanted or threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield received
         return
-    previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+
+    def request(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, request) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield flag
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def train(cfg: DictConfig, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
@@ -399,13 +407,14 @@ def train_seeds(cfgs: list[DictConfig], directories: list[Path], progress: Progr
     for r in runs:
         r.model.train()
     tick, tick_iteration = time.perf_counter(), start
-    with _sigterm_flag(group.world == 1) as stopping:
+    with _stop_requests(group.world == 1) as stop:
         for it in range(start, t.iterations):
-            if stopping.is_set():  # preempted or stopped: checkpoint here, before this iteration, and exit
+            if stop:  # preempted or interrupted: checkpoint here, before this iteration, and exit
                 elapsed += time.perf_counter() - tick
                 save(it)
-                print(f"SIGTERM: checkpoint saved at iteration {it}; the same command resumes", flush=True)
-                raise SystemExit(128 + signal.SIGTERM)
+                name = signal.Signals(stop[0]).name
+                print(f"{name}: checkpoint saved at iteration {it}; the same command resumes", flush=True)
+                raise SystemExit(128 + stop[0])
             step([r.data.train_batch(it) for r in runs], lr_at(it, t))
             done = it + 1
             if progress and group.main:

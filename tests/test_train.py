@@ -158,7 +158,7 @@ def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_af
             break
         time.sleep(0.05)
     os.killpg(proc.pid, sig)
-    assert proc.wait() == (128 + sig if sig == signal.SIGTERM else -sig)
+    assert proc.wait() == (-sig if sig == signal.SIGKILL else 128 + sig)  # 128 + n: it checkpointed and exited
     runs_a, runs_b = (sorted((tmp_path / s).glob("runs/*")) for s in "ab")
     assert not any((r / "result.json").exists() for r in runs_b), "killed too late: a run had ended"
     cli("train", "--quiet", *common, f"store.root={b}", check=True)
@@ -185,11 +185,12 @@ def test_sigkilled_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_where_training_is_and_the_resumed_run_is_bit_identical(tmp_path):
-    """A scheduler's preemption (or the local launcher's Ctrl-C) loses nothing: with no periodic checkpoint before
-    the end, the run resumes from where SIGTERM found it."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_request_checkpoints_where_training_is_and_the_resumed_run_is_bit_identical(tmp_path, sig):
+    """A scheduler's preemption, the local launcher's Ctrl-C (SIGTERM) or a Ctrl-C in the terminal (SIGINT) loses
+    nothing: with no periodic checkpoint before the end, the run resumes from where the signal found it."""
     overrides = ["train.iterations=32", "train.milestones=[16,24]", "train.checkpoint_every=1000"]
-    _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=8, sig=signal.SIGTERM)
+    _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=8, sig=sig)
     (run,) = (tmp_path / "b").glob("runs/*")
     assert store.read_json(run / "result.json")["resumed_from"][0] >= 8
 
