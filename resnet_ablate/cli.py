@@ -453,17 +453,17 @@ def bench(
         counts[name] = [int(v) for v in text.split(",")]
 
     base = ["data=synthetic", "data.synthetic_train=5120", "data.synthetic_test=128", *(overrides or [])]
-    for mode in compile_modes.split(","):
-        try:
-            check_together(compose_or_fail([*base, f"train.compile={mode}"]), max(counts["seeds"]))
-        except ValueError as e:
-            fail(str(e))
     if worker:
         folder, k = barrier.rsplit(":", 1) if barrier else ("", "0")
         cfg = compose_or_fail(base)
         timed = time_ours(cfg, steps, warmup, (Path(folder), int(k)) if barrier else None, int(streams), int(seeds))
         print(json.dumps(timed))
         return
+    for mode in compile_modes.split(","):
+        try:
+            check_together(compose_or_fail([*base, f"train.compile={mode}"]), max(counts["seeds"]))
+        except ValueError as e:
+            fail(str(e))
     cfg = compose_or_fail(base)
     device = resolve_device(cfg.train.device)
     peak = peak or measure_peak_tflops(device)
