@@ -207,9 +207,8 @@ def stack_seeds(cells: list[list[str]], k: int) -> list[list[str]]:
         seeds.setdefault(rest, []).extend(o.split("=", 1)[1] for o in cell if o.startswith("seed="))
     jobs = []
     for rest, values in seeds.items():
-        if len(values) < 2:
-            jobs.append([*rest, *(f"seed={v}" for v in values)])
-            continue
+        if not values:  # a cell without a seed override
+            jobs.append(list(rest))
         for i in range(0, len(values), k):
             chunk = values[i : i + k]
             jobs.append(
