@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from .config import with_seed
 from .data import CIFAR_MEAN, CIFAR_STD, CifarOnDevice, for_seed, load_cifar
 from .models import count_macs
-from .train import resolve_device, setup
+from .step import build, resolve_device
 
 
 def _sync(device: torch.device) -> None:
@@ -61,7 +61,7 @@ def time_ours(
     for i in range(streams):
         cfgs = [with_seed(cfg, cfg.seed + i * seeds + j) for j in range(seeds)]
         data = CifarOnDevice(cfgs[0], device)
-        models, _, step, _ = setup(cfgs, device)
+        models, _, step, _ = build(cfgs, device)
         jobs.append((torch.cuda.Stream(device) if cuda else None, [for_seed(data, c.seed) for c in cfgs], step))
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)

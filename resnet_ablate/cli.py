@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -82,15 +84,18 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
     with launcher.seeds=[…] that cell's seeds, stacked into one network."""
     from . import store
     from .progress import RunProgress
-    from .sweep import run_cells, seed_cells
+    from .sweep import run_cells, seed_cells, watch_parent
+    from .train import TrainingError
+    from .validate import check_cells
 
     cfg = compose_or_fail(overrides or [])
     try:
         cells = seed_cells(cfg)
-        _check_architectures([cfg])  # a bad architecture fails before the store is touched
+        check_cells(cells)  # bad values, device, data or architecture: before the store is touched
         store.check_writable(cfg.store.root)
     except (ValueError, PermissionError) as e:
         fail(str(e))
+    watch_parent()
     try:
         if quiet:
             results = run_cells(cfg)
@@ -98,12 +103,16 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
             label = store.run_key(cells[0]) + (f" (+{len(cells) - 1} seeds stacked)" if len(cells) > 1 else "")
             with RunProgress(cfg.train.iterations, label) as progress:
                 results = run_cells(cfg, progress)
-    except (FileNotFoundError, RuntimeError) as e:
-        fail(str(e).splitlines()[0], 1)
+    except TrainingError as e:
+        where = ", ".join(str(store.run_dir(c) / "result.json") for c in cells)
+        fail(f"training failed ({e}); recorded in {where}; the next run retries it", 1)
+    except (OSError, ValueError, RuntimeError) as e:  # set-up (data, device) or the store (a full disk)
+        fail(one_line(e), 1)
     for c, result in zip(cells, results):
         err = result.get("test_error")
+        status = "running elsewhere" if result["status"] == "running" else result["status"]
         out.print(
-            f"{result['status']}: {store.run_dir(c)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
+            f"{status}: {store.run_dir(c)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
             highlight=False,
         )
 
@@ -121,8 +130,10 @@ def sweep(
 ):
     """Run every cell of a preset grid (skip ended cells, resume partial ones)."""
     from . import store
+    from .status import Status
+    from .step import check_together
     from .sweep import plan
-    from .train import check_together
+    from .validate import check_cells
 
     args = list(overrides or [])
     _check_launcher(args)
@@ -131,7 +142,7 @@ def sweep(
     args += [f"launcher.gpus='{gpus}'"] if gpus else []
     try:
         cells = plan(preset, args)
-        _check_architectures(c.cfg for c in cells)
+        check_cells([c.cfg for c in cells])
         check_together(cells[0].cfg, cells[0].cfg.launcher.seeds_together)
     except Exception as e:
         fail(one_line(e))
@@ -149,17 +160,44 @@ def sweep(
     from .sweep import task
 
     sys.argv = ["resnet-ablate", "-m", f"sweep={preset}", *args]
-    try:
-        task()
-    except SystemExit as e:
-        if e.code:
-            fail(f"the sweep's launcher failed (exit {e.code}); see the messages above")
-    except KeyboardInterrupt:
-        fail("interrupted: ended cells and the latest checkpoints are kept; rerun the same command to resume", 130)
+    with _interrupted_by_sigterm() as received:
+        try:
+            task()
+        except SystemExit as e:
+            if e.code:
+                fail(f"the sweep's launcher failed (exit {e.code}); see the messages above")
+        except KeyboardInterrupt:
+            fail(
+                "interrupted: ended cells and the latest checkpoints are kept; rerun the same command to resume",
+                128 + (received[0] if received else signal.SIGINT),
+            )
     _print_cells(cells, None)
-    failed = sum(c.status == "failed" for c in cells)
-    if failed:
-        fail(f"{failed} cell(s) failed; their errors are in result.json and train.log; rerun with --retry-failed", 1)
+    statuses = [c.status for c in cells]
+    failed = statuses.count(Status.failed)
+    unended = statuses.count(Status.pending) + statuses.count(Status.partial)
+    if failed or unended:
+        fail(
+            f"{failed} cell(s) failed and {unended} did not end (a worker was killed, or never started); "
+            "see their train.log; the same command retries and resumes them",
+            1,
+        )
+
+
+@contextlib.contextmanager
+def _interrupted_by_sigterm():
+    """SIGTERM (``kill``, a SLURM job step ending) stops a sweep as Ctrl-C does: the launcher stops its workers,
+    which checkpoint and exit. Yields the signals received."""
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_launcher(args: list[str]) -> None:
@@ -196,21 +234,6 @@ def _check_launcher(args: list[str]) -> None:
                     "launcher=ray asks for a GPU per cell but this machine has none; "
                     "add hydra.launcher.ray.remote.num_gpus=0 or hydra.launcher.ray.init.address=HOST:PORT"
                 )
-
-
-def _check_architectures(cfgs) -> None:
-    """Build each distinct architecture on the meta device (no memory, no time): a bad one fails before training."""
-    import torch
-
-    from .models import build_model
-
-    seen = set()
-    for cfg in cfgs:
-        arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
-        if arch not in seen:
-            seen.add(arch)
-            with torch.device("meta"):
-                build_model(cfg)
 
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
@@ -259,42 +282,64 @@ def status(
     overrides: Optional[list[str]] = OVERRIDES,
 ):
     """What is done, running, failed or pending, read from the store."""
-    from omegaconf import OmegaConf
-
     from . import store
     from .sweep import plan, slurm_jobs
 
+    args = list(overrides or [])
+    if preset and "=" in preset:  # no preset: the first argument is an override (status store.root=DIR)
+        preset, args = None, [preset, *args]
     if preset:
         try:
-            cells = plan(preset, list(overrides or []))
+            cells = plan(preset, args)
         except Exception as e:
             fail(one_line(e))
         _print_cells(cells, None)
         return
-    cfg = compose_or_fail(list(overrides or []))
-    dirs = sorted(Path(cfg.store.root).glob("runs/*"))
+    cfg = compose_or_fail(args)
+    dirs = [d for d in sorted(Path(cfg.store.root).glob("runs/*")) if d.is_dir()]
     jobs = slurm_jobs(dirs)
     table = Table(
         "run", "status", "model", "unit", "shortcut", "data", "seed", "test err", *(["SLURM job"] if jobs else [])
     )
     for d in dirs:
-        result = store.read_json(d / "result.json") or {}
-        c = result.get("config") or (
-            OmegaConf.to_container(OmegaConf.load(d / "config.yaml")) if (d / "config.yaml").exists() else {}
-        )
+        result = store.read_result(d) or {}
+        c = result.get("config") if isinstance(result.get("config"), dict) else _config_yaml(d)
         err = result.get("test_error")
         table.add_row(
             d.name,
-            store.cell_status(d),
-            c.get("model", {}).get("name", ""),
-            c.get("unit", {}).get("name", ""),
-            str(c.get("shortcut", {}).get("kind", "")),
-            str(c.get("data", {}).get("name", "")),
-            str(c.get("seed", "")),
-            f"{100 * err:.2f}%" if err is not None else "",
+            str(store.cell_status(d)),
+            *(str(_get(c, key)) for key in ("model.name", "unit.name", "shortcut.kind", "data.name", "seed")),
+            f"{100 * err:.2f}%" if isinstance(err, (int, float)) else "",
             *([jobs.get(d, "")] if jobs else []),
         )
     out.print(table)
+    _, skipped = store.scan(cfg.store.root)
+    _note_skipped(skipped)
+
+
+def _config_yaml(directory: Path) -> dict:
+    """A partial run's config.yaml as plain data; {} when it is missing or not YAML."""
+    from omegaconf import OmegaConf
+
+    try:
+        c = OmegaConf.to_container(OmegaConf.load(directory / "config.yaml"))
+    except Exception:  # missing, binary, not YAML, not a mapping: omegaconf and yaml raise many kinds
+        return {}
+    return c if isinstance(c, dict) else {}
+
+
+def _get(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config.get(key, "") if isinstance(config, dict) else ""
+    return config
+
+
+def _note_skipped(skipped) -> None:
+    from .store import describe_skipped
+
+    line = describe_skipped(skipped)
+    if line:
+        Console(stderr=True, soft_wrap=True).print(f"note: {line}", highlight=False, markup=False)
 
 
 def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
@@ -331,22 +376,28 @@ def table(
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of the terminal."),
 ):
     """A paper table from our runs: median over seeds (mean±std, n), the paper's number and Δ."""
-    from .report.tables import build, layout, records
+    from .report.tables import NOT_COMPARABLE, build, layout, records
 
     formats = ("rich", "md", "latex", "csv")
     if fmt not in formats:
         fail(f"unknown format {fmt!r}; valid: {', '.join(formats)}")
     root, where = _filters(filters)
+    runs = records(root)
+    _note_skipped(runs.attrs["skipped"])
     try:
-        result, header = build(name, records(root), where)
+        result, header = build(name, runs, where)
     except (ValueError, LookupError) as e:
         fail(str(e))
     title = f"{name}: test error (%), ours = median (mean±std) n=seeds, " + " ".join(
         f"{k}={v}" for k, v in header.items() if k not in ("table", "complete")
     )
     depths = sorted({d for d in result["depth"] if d})
-    note = ("" if header["complete"] else "PARTIAL: some cells have no finished run. ") + (
-        f"Depths of our runs: {', '.join(depths)}." if depths else ""
+    note = " ".join(
+        [
+            *([] if header["complete"] else ["PARTIAL: some cells have no finished run."]),
+            *([] if result["comparable"].all() else [NOT_COMPARABLE]),
+            *([f"Depths of our runs: {', '.join(depths)}."] if depths else []),
+        ]
     )
     wide = layout(result)
     flat = wide.set_axis([f"{c} {k}" for c, k in wide.columns], axis=1)
@@ -388,8 +439,10 @@ def compare(
         fail(f"the axis {axis!r} must be key=a,b[,…] (e.g. unit=original,full_preact)")
     root, where = _filters(filters)
     settings = [_typed(v) for v in values.split(",")]
+    runs = records(root)
+    _note_skipped(runs.attrs["skipped"])
     try:
-        result, verdicts = run_compare(records(root), key, settings, where)
+        result, verdicts = run_compare(runs, key, settings, where)
     except (ValueError, LookupError) as e:
         fail(str(e))
     t = Table(*result.columns, title=f"test error (%) by {key}")
@@ -413,8 +466,10 @@ def plot(
 ):
     """Redraw the paper's curves (test error solid, training loss dashed) or the gradient reaching each unit."""
     from .report.figures import plot as draw
+    from .store import scan
 
     root, where = _filters(filters)
+    _note_skipped(scan(root)[1])
     try:
         files = draw(name, root, where, out_dir)
     except (ValueError, LookupError) as e:
@@ -442,7 +497,7 @@ def bench(
 ):
     """Training throughput: images/s, ms/step, MFU, peak memory and compile time; ratio to a plain baseline loop."""
     from .bench import measure_peak_tflops, run_jobs, time_baseline, time_ours
-    from .train import TrainStep, check_together, resolve_device
+    from .step import TrainStep, check_together, resolve_device
 
     if warmup <= TrainStep.WARMUP:
         fail(f"--warmup {warmup} must exceed the {TrainStep.WARMUP} eager steps before the graph capture")

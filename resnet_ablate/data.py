@@ -4,6 +4,7 @@ ops), a synthetic dataset written in the same layout, and ImageNet image folders
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from . import store
 from .config import Dataset, Normalize, data_root
 from .distributed import Group
+from .files import atomic_write
 
-CIFAR_MEAN = (125.3, 123.0, 113.9)  # PAPER.md §4, per channel on 0..255
+CIFAR_MEAN = (125.3, 123.0, 113.9)  # per channel on 0..255 (docs/paper.md, "Recipe")
 CIFAR_STD = (63.0, 62.1, 66.7)
 LAYOUT = {  # folder, training files, test file, label key
     Dataset.cifar10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
@@ -23,13 +24,45 @@ LAYOUT = {  # folder, training files, test file, label key
 }
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """CIFAR's Python batches are pickles, and ``pickle.load`` runs whatever a crafted file names. This one admits
+    only what a batch holds (dicts, lists, strings, bytes, numbers, numpy arrays and dtypes) and refuses any other
+    global before it is called."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),  # arrays in the official batches (written by Python 2)
+        ("numpy._core.multiarray", "_reconstruct"),  # ... and by numpy 2 at protocols 2-4
+        ("numpy.core.numeric", "_frombuffer"),  # ... at protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file's images (N×3×32×32 uint8) and labels; anything else is a one-line ValueError naming it."""
+    try:
+        d = CifarUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        if not isinstance(d, dict) or "data" not in d or label_key not in d:
+            raise ValueError(f"no 'data' and '{label_key}' entries")
+        x, y = np.asarray(d["data"]), np.asarray(d[label_key])
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"data is {x.dtype} {x.shape}, not uint8 N×3072")
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+            raise ValueError(f"{label_key} is {y.dtype} {y.shape}, not {len(x)} class indices")
+    except Exception as e:  # a truncated, random or foreign file: pickle raises many kinds of errors
+        raise ValueError(f"{path} is not a CIFAR batch ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
+
+
 def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for name in files:
-        with open(folder / name, "rb") as f:
-            d = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(d[label_key], dtype=np.int64))
+    xs, ys = zip(*(_read_batch(folder / name, label_key) for name in files))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -54,7 +87,7 @@ def write_synthetic(folder: Path, n_train: int, n_test: int, seed: int = 0, clas
 
 def _dump(path: Path, obj: dict) -> None:
     """Atomic, with a unique temporary name: workers that start together may write the same dataset at once."""
-    store.atomic_write(path, pickle.dumps(obj))
+    atomic_write(path, pickle.dumps(obj))
 
 
 def load_cifar(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -70,7 +103,10 @@ def load_cifar(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     sub, train_files, test_file, label_key = LAYOUT[name]
     if not (folder / test_file).exists():
         _download(name, root, folder, cfg.data.download)
-    return (*_read_batches(folder, train_files, label_key), *_read_batches(folder, [test_file], label_key))
+    arrays = (*_read_batches(folder, train_files, label_key), *_read_batches(folder, [test_file], label_key))
+    if max(arrays[1].max(), arrays[3].max()) >= cfg.data.num_classes:
+        raise ValueError(f"{folder} holds labels beyond data.num_classes={cfg.data.num_classes}")
+    return arrays
 
 
 def _download(name: Dataset, root: Path, folder: Path, allowed: bool) -> None:
@@ -144,6 +180,10 @@ class CifarOnDevice:
         x = self.train_x[idx[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # n×32×32×3
         return x.permute(0, 3, 1, 2), self.train_y[idx]
 
+    def fixed_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first batch of training images, uncropped and unflipped: the gradient-flow probe."""
+        return self.train_x[: self.batch, :, 4:36, 4:36], self.train_y[: self.batch]
+
     def test_batches(self, size: int = 500):
         for i in range(0, len(self.test_y), size):
             yield self.test_x[i : i + size], self.test_y[i : i + size]
@@ -207,6 +247,9 @@ class ImageFolderData:
                 next(self._iter)
         x, y = next(self._iter)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def fixed_batch(self) -> None:  # no gradient-flow probe: the images live on disk
+        return None
 
     def test_batches(self, size: int = 0):
         for x, y in self._loader(self.test_set, False):

@@ -67,13 +67,10 @@ class RunProgress:
 class SweepDisplay:
     """The local launcher's view: every running cell's last evaluation, and the sweep's progress and ETA."""
 
-    def __init__(self, jobs: list[tuple[list[str], Path, int, int]]):
-        """jobs: (overrides, run directory, iterations, batch size) per cell."""
-        from .sweep import axes
-
+    def __init__(self, jobs: list[tuple[str, Path, int, int]]):
+        """jobs: (label, run directory, iterations, batch size) per cell."""
         self.jobs = jobs
-        values, varying = axes([j[0] for j in jobs])
-        self.labels = [" ".join(f"{k}={v[k]}" for k in varying if k in v) or "(one cell)" for v in values]
+        self.labels = [j[0] for j in jobs]
         self.state: dict[int, str] = {}
         self.slot: dict[int, str | None] = {}
         self.started = time.time()

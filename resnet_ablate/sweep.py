@@ -11,9 +11,12 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from . import store
+from . import checkpoint, store
 from .config import Rerun, compose, conf_dir, identity, with_seed
+from .status import Status
 
 
 def presets() -> list[str]:
@@ -100,19 +104,20 @@ def plan(preset: str, arguments: list[str]) -> list[Cell]:
 
 
 def needs_run(cfg: DictConfig, directory: Path) -> bool:
-    """False when the cell has ended and the rerun policy keeps its result."""
-    result = store.read_json(directory / "result.json")
+    """False when the cell has ended and the rerun policy keeps its result; a failed cell always runs again."""
+    result = store.read_result(directory)
     if result is None:
         return True
-    rerun = Rerun(cfg.store.rerun)
-    return rerun is Rerun.all or (rerun is Rerun.failed and result["status"] in store.FAILED)
+    status, rerun = Status(result["status"]), Rerun(cfg.store.rerun)
+    return not status.ended or rerun is Rerun.all or (rerun is Rerun.failed and status is Status.diverged)
 
 
 def start_worker(overrides: list[str], directories: list[Path], gpu: str | None, share: int) -> subprocess.Popen:
     """``python -m resnet_ablate train <overrides>`` pinned to one GPU (or a 1/share of the CPU cores), training the
     cells in ``directories``; its output is appended to the first one's train.log (the others' say where). In its
-    own session, so a terminal's Ctrl-C reaches only the launcher."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    own session, so a terminal's Ctrl-C reaches only the launcher; it stops (checkpointing) if this process dies
+    (``watch_parent``)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RESNET_ABLATE_PARENT=str(os.getpid()))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     else:
@@ -177,17 +182,16 @@ def run_pack(cfg: DictConfig) -> list[dict[str, Any]]:
         procs = [start_worker(line, ds, gpu, len(lines)) for line, ds in zip(lines, directories)]
         for proc in procs:
             proc.wait()
-    results = [
-        store.read_json(d / "result.json") or {"status": "failed", "key": d.name} for ds in directories for d in ds
-    ]
-    if any(r["status"] == "failed" for r in results):
-        raise RuntimeError(f"cells failed in this job: {[r['key'] for r in results if r['status'] == 'failed']}")
+    results = [store.read_result(d) or {"status": "did not end", "key": d.name} for ds in directories for d in ds]
+    unended = [r["key"] for r in results if r["status"] not in (Status.done, Status.diverged)]
+    if unended:
+        raise RuntimeError(f"cells that did not end in this job: {unended}")
     return results
 
 
 def seed_cells(cfg: DictConfig) -> list[DictConfig]:
     """The cells one worker trains: ``cfg``'s, or with ``launcher.seeds`` one per seed, trained stacked."""
-    from .train import check_together
+    from .step import check_together
 
     seeds = list(cfg.launcher.seeds or [cfg.seed])
     if len(set(seeds)) < len(seeds):
@@ -219,22 +223,25 @@ def stack_seeds(cells: list[list[str]], k: int) -> list[list[str]]:
 
 def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
     """Train the cells of ``seed_cells(cfg)`` together, leaving out those that have ended (per ``store.rerun``)
-    or that another process holds; partial ones resume."""
-    from .train import load_checkpoint, train, train_seeds
+    or that another process holds; partial ones resume. A failure of training itself is recorded in the cell's
+    result.json as ``failed`` (the next run retries it); any other error (set-up, a full disk) records nothing."""
+    from .train import TrainingError, train, train_seeds
+    from .validate import check_cells
 
     cells = seed_cells(cfg)
+    check_cells(cells)
     results: dict[Path, dict[str, Any]] = {}
     with contextlib.ExitStack() as locks:
         todo: dict[int, list[tuple[DictConfig, Path]]] = {}  # by checkpoint iteration
         for c in cells:
             directory = store.run_dir(c)
             if not locks.enter_context(store.cell_lock(directory)):
-                results[directory] = {"status": "running", "key": directory.name}
+                results[directory] = {"status": Status.running.value, "key": directory.name}
             elif not needs_run(c, directory):
-                results[directory] = store.read_json(directory / "result.json")
+                results[directory] = store.read_result(directory)
             else:
                 _prepare(directory)
-                ckpt = load_checkpoint(directory / "checkpoint.pt")
+                ckpt = checkpoint.load(directory / "checkpoint.pt", c)
                 todo.setdefault(ckpt["iteration"] if ckpt else 0, []).append((c, directory))
         # stacked seeds resume together; a kill between their checkpoint writes leaves them apart: one stack each
         for group in todo.values():
@@ -245,26 +252,48 @@ def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
                     if len(cfgs) > 1
                     else [train(cfgs[0], directories[0], progress)]
                 )
-            except Exception as e:
+            except TrainingError as e:
                 for c, directory in group:
-                    if (directory / "result.json").exists():  # ended (diverged) before the error
-                        continue
-                    error = {"status": "failed", "key": directory.name, "error": f"{type(e).__name__}: {e}"}
-                    store.write_json(directory / "result.json", {**error, "config": identity(c)})
+                    if store.read_result(directory) is None:  # not ended (diverged) before the error
+                        failed = {"status": Status.failed.value, "key": directory.name, "error": str(e)}
+                        store.write_json(directory / "result.json", {**failed, "config": identity(c)})
                 raise
             results.update(zip(directories, ended))
     return [results[store.run_dir(c)] for c in cells]
 
 
 def _prepare(directory: Path) -> None:
-    """Record the SLURM job (for ``resnet-ablate status``); a rerun of an ended cell starts from scratch."""
+    """Record the SLURM job (for ``resnet-ablate status``). A failed cell resumes from its last checkpoint; a rerun
+    of an ended cell starts from scratch."""
     if "SLURM_JOB_ID" in os.environ:
         job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         store.write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
-    if (directory / "result.json").exists():
-        for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "grad_flow.jsonl"):
-            (directory / name).unlink(missing_ok=True)
+    result = store.read_result(directory)
+    if result is None:
+        if (directory / "result.json").exists():  # not one of ours: set aside, not deleted
+            os.replace(directory / "result.json", directory / "result.json.rejected")
+        return
+    names = ["result.json"]
+    if Status(result["status"]).ended:
+        names += ["checkpoint.pt", "metrics.jsonl", "grad_flow.jsonl", "starts.jsonl"]
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
+
+
+def watch_parent() -> None:
+    """In a worker of the local launcher: when the launcher dies (SIGKILL, a closed terminal, the end of a SLURM
+    job step), send this process SIGTERM, so training checkpoints and exits instead of running on unowned."""
+    parent = os.environ.get("RESNET_ABLATE_PARENT")
+    if not parent:
+        return
+
+    def watch():
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

@@ -1,4 +1,4 @@
-"""The networks of PAPER.md, exactly: parameter counts, formulas, op orders, pre-activation special cases."""
+"""The networks of the paper (docs/paper.md), exactly: parameter counts, formulas, op orders, pre-activation."""
 
 import math
 
@@ -9,7 +9,7 @@ from torch import nn
 from resnet_ablate.models import PLACEMENTS, SHORTCUTS, ResidualUnit, build_model, describe
 from resnet_ablate.models.shortcuts import PadA
 
-# PAPER.md §3: parameter counts to test against.
+# Parameter counts to test against (appendix; counted for the paper's architectures).
 PARAMS = [
     (["model=resnet110"], 1_727_962),
     (["model=resnet110", "unit=full_preact"], 1_727_962),
@@ -208,7 +208,7 @@ def _observed_order(unit: ResidualUnit, x) -> tuple[list[str], list[str]]:
     return [n for m, n in seen if m not in after], [n for m, n in seen if m in after]
 
 
-EXPECTED = {  # PAPER.md §2, basic and bottleneck
+EXPECTED = {  # Table 2 and Sec. 4, basic and bottleneck
     "original": ("conv-bn-relu-conv-bn", "conv-bn-relu-conv-bn-relu-conv-bn", "relu"),
     "bn_after_add": ("conv-bn-relu-conv", "conv-bn-relu-conv-bn-relu-conv", "bn-relu"),
     "relu_before_add": ("conv-bn-relu-conv-bn-relu", "conv-bn-relu-conv-bn-relu-conv-bn-relu", ""),

@@ -72,11 +72,59 @@ def test_aggregation_is_exact_over_the_runs_records(root):
     assert cell["ours_median"] == pytest.approx(statistics.median(errors))
     assert cell["ours_mean"] == pytest.approx(statistics.mean(errors))
     assert cell["ours_std"] == pytest.approx(statistics.stdev(errors))
-    assert cell["paper"] == 6.61 and cell["delta"] == pytest.approx(cell["ours_median"] - 6.61)
+    # depth 20 on synthetic data at budget=smoke: the paper's number is shown for reference, without Δ
+    assert cell["paper"] == 6.61 and not cell["comparable"] and cell["delta"] is None
     assert cell["fail"] == (cell["ours_median"] > 20)
     assert header["budget"] == "smoke" and header["complete"] is False  # partial: most cells have no run
     missing = result[(result.row == "bn_after_add")]
     assert (missing["n"] == 0).all()
+
+
+def _paper_scale_runs(**changes) -> pd.DataFrame:
+    """Records as a full-recipe Table 2 sweep would leave them (three seeds of two cells)."""
+    rows = [
+        {
+            "key": f"{u}{s}",
+            "status": "done",
+            "model": "resnet110",
+            "depth": 110,
+            "unit": u,
+            "shortcut": "identity",
+            "data": "cifar10",
+            "budget": "paper",
+            "batch": 128,
+            "seed": s,
+            "error": e,
+            "error_top5": None,
+        }
+        for u, errs in (("original", [6.5, 6.7, 6.6]), ("full_preact", [6.2, 6.4, 6.3]))
+        for s, e in enumerate(errs)
+    ]
+    return pd.DataFrame(rows).assign(**changes)
+
+
+def test_the_paper_number_is_compared_only_with_runs_of_the_papers_net_data_and_budget():
+    result, _ = build("table2", _paper_scale_runs())
+    cell = result[(result.row == "original") & (result.column == "resnet110")].iloc[0]
+    assert cell["comparable"] and cell["delta"] == pytest.approx(6.6 - 6.61)
+    for changes in ({"depth": 20}, {"data": "synthetic"}, {"budget": "tenth"}):
+        filters = {k: v for k, v in changes.items() if k != "depth"}
+        result, _ = build("table2", _paper_scale_runs(**changes), filters)
+        cell = result[(result.row == "original") & (result.column == "resnet110")].iloc[0]
+        assert not cell["comparable"] and cell["delta"] is None and cell["ours_median"] == pytest.approx(6.6)
+
+
+def test_a_net_the_table_does_not_hold_gets_its_own_column_when_a_filter_asks_for_it():
+    runs = _paper_scale_runs(model="resnet20", depth=20)
+    result, _ = build("table2", runs, {"model": "resnet20"})
+    assert set(result["column"]) == {"resnet20"} and len(result) == 5
+    cell = result[result.row == "full_preact"].iloc[0]
+    assert cell["ours_median"] == pytest.approx(6.3) and cell["paper"] == 6.37 and not cell["comparable"]
+    result, _ = build("table2", pd.concat([runs, _paper_scale_runs()]), {"model": ["resnet110", "resnet20"]})
+    assert list(dict.fromkeys(result["column"])) == ["resnet110", "resnet20"]
+    assert result.set_index(["row", "column"])["comparable"].to_dict()[("original", "resnet110")]
+    res = CliRunner().invoke(app, ["table", "table2", "model=resnet20", "--format", "md", "store.root=/nonexistent"])
+    assert res.exit_code == 2  # an empty store is still an error
 
 
 def test_diverged_runs_count_as_fail(root):

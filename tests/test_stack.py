@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from resnet_ablate import store
+from resnet_ablate.step import build
 from resnet_ablate.sweep import stack_seeds
-from resnet_ablate.train import setup, train, train_seeds
+from resnet_ablate.train import train, train_seeds
 
 from .conftest import cli
 from .test_train import TINY, _killed_and_resumed_vs_uninterrupted
@@ -25,11 +26,11 @@ def test_a_stacked_step_updates_each_seed_as_its_own_step_would(cfg, arch):
     seeds = [cfg(*TINY, *arch, f"seed={s}") for s in (3, 4)]
     torch.manual_seed(0)
     batches = [[(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))) for _ in seeds] for _ in range(3)]
-    stacked, _, step, _ = setup(seeds, torch.device("cpu"))
+    stacked, _, step, _ = build(seeds, torch.device("cpu"))
     for pair in batches:
         step(pair, 0.1)
     for i, c in enumerate(seeds):
-        [alone], _, alone_step, _ = setup([c], torch.device("cpu"))
+        [alone], _, alone_step, _ = build([c], torch.device("cpu"))
         for pair in batches:
             alone_step([pair[i]], 0.1)
         assert torch.allclose(step.stats[i], alone_step.stats[0], rtol=1e-4)  # loss sum and errors
@@ -94,7 +95,7 @@ def test_seeds_trained_together_keep_the_records_of_seeds_trained_alone(cfg, tmp
 
 
 def test_a_seed_that_diverges_ends_alone_and_its_stack_trains_on(cfg, tmp_path, monkeypatch):
-    import resnet_ablate.train as training
+    import resnet_ablate.step as training
 
     build_model = training.build_model
 

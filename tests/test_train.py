@@ -306,9 +306,9 @@ def test_inductor_compiles_one_graph_per_unit_shape_and_trains_like_eager(cfg, t
 
 def test_the_step_reads_the_learning_rate_from_one_tensor_that_survives_loading_a_checkpoint(cfg):
     """A captured CUDA graph cannot see a new Python float: the lr lives in a tensor the step fills in place."""
-    from resnet_ablate.train import setup
+    from resnet_ablate.step import build
 
-    [model], opt, step, _ = setup([cfg(*TINY, "train.momentum=0", "train.weight_decay=0")], torch.device("cpu"))
+    [model], opt, step, _ = build([cfg(*TINY, "train.momentum=0", "train.weight_decay=0")], torch.device("cpu"))
     batch = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
     before = [p.detach().clone() for p in model.parameters()]
     step([batch], 0.0)

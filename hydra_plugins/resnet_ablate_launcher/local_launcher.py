@@ -63,7 +63,7 @@ class LocalLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from resnet_ablate import store
         from resnet_ablate.progress import SweepDisplay
-        from resnet_ablate.sweep import mps_daemon, needs_run, seed_cells, start_worker
+        from resnet_ablate.sweep import axes, mps_daemon, needs_run, seed_cells, start_worker
 
         jobs = []  # per worker: its overrides, and its cells as (display row, config, run directory)
         rows = []  # per cell: what the display shows
@@ -74,6 +74,9 @@ class LocalLauncher(Launcher):
                 cells.append((len(rows), cfg, store.run_dir(cfg)))
                 rows.append(([*label, f"seed={cfg.seed}"], cells[-1][2], cfg.train.iterations, cfg.train.batch_size))
             jobs.append((list(overrides), cells))
+        values, varying = axes([r[0] for r in rows])
+        labels = [" ".join(f"{k}={v[k]}" for k in varying if k in v) or "(one cell)" for v in values]
+        rows = [(label, *rest) for label, (_, *rest) in zip(labels, rows)]
         gpus = visible_gpus(self.gpus)
         slots: queue.Queue[Optional[str]] = queue.Queue()
         for slot in (gpus or [None]) * self.jobs_per_gpu:
@@ -90,7 +93,7 @@ class LocalLauncher(Launcher):
                 if n not in todo:
                     display.finish(n, "skipped")
             if not todo:
-                results = [store.read_json(d / "result.json") for _, _, d in cells]
+                results = [store.read_result(d) for _, _, d in cells]
                 returns[i] = _job_return(overrides, results, JobStatus.COMPLETED)
                 return
             slot = slots.get()
@@ -102,9 +105,9 @@ class LocalLauncher(Launcher):
                     display.start(n, slot)
                 code = procs[i].wait()
                 ok = code == 0  # without a result, a clean exit means another process holds the cell
+                ended = "killed" if code < 0 else f"exit {code}"
                 results = [
-                    store.read_json(d / "result.json") or {"status": "running elsewhere" if ok else "failed"}
-                    for _, _, d in cells
+                    store.read_result(d) or {"status": "running elsewhere" if ok else ended} for _, _, d in cells
                 ]
                 returns[i] = _job_return(
                     overrides,
@@ -116,7 +119,7 @@ class LocalLauncher(Launcher):
                 )
                 for (n, _, _), result in zip(cells, results):
                     if n in todo:
-                        display.finish(n, result["status"] if ok else ("stopped" if stop.is_set() else "failed"))
+                        display.finish(n, "stopped" if stop.is_set() and not ok else result["status"])
                 if not ok and self.fail_fast:
                     stop.set()
                     _terminate(procs)

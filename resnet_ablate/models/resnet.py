@@ -1,6 +1,6 @@
 """The network: stem, stages of residual units, (pre-activation) final activation, pooling, classifier.
 
-``_stage`` is the one place where depth becomes units (PAPER.md §3): CIFAR basic nets have depth 6n+2,
+``_stage`` is the one place where depth becomes units (appendix; docs/paper.md): CIFAR basic nets have depth 6n+2,
 bottleneck nets 9n+2, one-layer-skip nets 3n+2; ImageNet nets give their units per stage explicitly.
 """
 

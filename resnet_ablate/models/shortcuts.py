@@ -2,7 +2,10 @@
 
 Every shortcut is ``forward(x, fx) -> y`` around a *path* for x: the identity, option A (subsample and
 zero-pad) where a unit changes shape, or a 1x1 projection. The variants scale, gate or drop that path
-right before the addition (PAPER.md §1).
+right before the addition (paper, Sec. 3.1 and Fig. 2; docs/paper.md).
+
+Each kind registers its factory and the ``shortcut.*`` parameters it reads; validation refuses a cell that sets
+any other (``validate.py``), so one network never hides behind two run keys.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 SHORTCUTS: dict[str, Callable[..., nn.Module]] = {}
+PARAMETERS: dict[str, tuple[str, ...]] = {}  # per kind: the shortcut.* fields it reads
 
 
-def register(name: str):
+def register(name: str, parameters: tuple[str, ...] = ()):
     def add(factory):
         if name in SHORTCUTS:
             raise KeyError(f"shortcut {name!r} is already registered")
-        SHORTCUTS[name] = factory
+        SHORTCUTS[name], PARAMETERS[name] = factory, parameters
         return factory
 
     return add
@@ -104,7 +108,7 @@ def _identity(cfg, in_ch, out_ch, stride, path):
     return Sum(path)
 
 
-@register("scaling")
+@register("scaling", ("scale", "scale_residual"))
 def _scaling(cfg, in_ch, out_ch, stride, path):
     if cfg.scale < 0 or cfg.scale_residual < 0:
         raise ValueError(
@@ -113,12 +117,12 @@ def _scaling(cfg, in_ch, out_ch, stride, path):
     return Scaling(path, cfg.scale, cfg.scale_residual)
 
 
-@register("exclusive_gating")
+@register("exclusive_gating", ("gate_bias",))
 def _exclusive_gating(cfg, in_ch, out_ch, stride, path):
     return Gating(path, in_ch, out_ch, stride, cfg.gate_bias, exclusive=True)
 
 
-@register("shortcut_gating")
+@register("shortcut_gating", ("gate_bias",))
 def _shortcut_gating(cfg, in_ch, out_ch, stride, path):
     return Gating(path, in_ch, out_ch, stride, cfg.gate_bias, exclusive=False)
 
@@ -128,7 +132,7 @@ def _conv1x1(cfg, in_ch, out_ch, stride, path):
     return Sum(projection(in_ch, out_ch, stride, bn=True))
 
 
-@register("dropout")
+@register("dropout", ("p", "inverted"))
 def _dropout(cfg, in_ch, out_ch, stride, path):
     if not 0 <= cfg.p < 1:
         raise ValueError(f"shortcut.p must be in [0, 1), got {cfg.p}")

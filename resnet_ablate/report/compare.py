@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .tables import _select
+from .tables import select
 
 MIN_SEEDS = 3  # below this a bootstrap interval only restates the observed values
 
@@ -19,8 +19,8 @@ def compare(
     (paired over matching seeds when every seed is shared), and a verdict in words."""
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first")
-    df = _select(df, filters)
-    groups = {s: _select(df, {axis: s}) for s in settings}
+    df = select(df, filters)
+    groups = {s: select(df, {axis: s}) for s in settings}
     budgets = sorted(df[df[axis].astype(str).isin([str(s) for s in settings])]["budget"].dropna().unique())
     if len(budgets) > 1 and "budget" not in filters:
         raise LookupError(f"the runs mix budgets {', '.join(budgets)}; pick one with budget=NAME")

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from .. import store  # noqa: E402
 from . import paper  # noqa: E402
-from .tables import _select, records  # noqa: E402
+from .tables import records, select  # noqa: E402
 
 FIGURES = (*paper.FIGURES, "gradient-flow", "runs")
 
@@ -28,8 +28,17 @@ def _label(r: pd.Series) -> str:
     return f"{r['model']} {r['unit']} {r['shortcut']}{extra} seed {r['seed']}"
 
 
+def _numbers(values) -> bool:
+    return isinstance(values, list) and all(isinstance(v, (int, float)) for v in values)
+
+
+def _rows(path: Path, *keys: str) -> list[dict]:
+    """The rows of a records file that hold a number under each of ``keys`` (a damaged line is left out)."""
+    return [m for m in store.read_jsonl(path) if _numbers([m.get(k) for k in keys])]
+
+
 def _runs(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
-    return _select(df, match).sort_values("seed")
+    return select(df, match).sort_values("seed")
 
 
 def _curves(ax, runs: pd.DataFrame, root: Path) -> int:
@@ -37,7 +46,7 @@ def _curves(ax, runs: pd.DataFrame, root: Path) -> int:
     twin = ax.twinx()
     drawn = 0
     for (_, r), color in zip(runs.iterrows(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        rows = store.read_jsonl(Path(root) / "runs" / r["key"] / "metrics.jsonl")
+        rows = _rows(Path(root) / "runs" / r["key"] / "metrics.jsonl", "iteration", "test_error", "train_loss")
         if not rows:
             continue
         it = [m["iteration"] for m in rows]
@@ -59,7 +68,7 @@ def plot(name: str, root: str | Path, filters: dict[str, Any], out: Path) -> lis
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
     base = {"data": "cifar10", **filters} if name in paper.FIGURES else dict(filters)
-    df = _select(df, {k: v for k, v in base.items()})
+    df = select(df, {k: v for k, v in base.items()})
     if name in paper.FIGURES:
         panels = [pd.concat([_runs(df, m).head(1) for m in panel]) for panel in paper.FIGURES[name]]
     else:
@@ -85,7 +94,7 @@ def plot(name: str, root: str | Path, filters: dict[str, Any], out: Path) -> lis
 def _gradient_flow(ax, runs: pd.DataFrame, root: Path) -> None:
     """‖∂E/∂x_l‖ at each unit's input: at initialisation (dotted) and at the end of training (solid)."""
     for (_, r), color in zip(runs.iterrows(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        rows = store.read_jsonl(root / "runs" / r["key"] / "grad_flow.jsonl")
+        rows = [r for r in _rows(root / "runs" / r["key"] / "grad_flow.jsonl", "iteration") if _numbers(r.get("norms"))]
         if not rows:
             continue
         ax.plot(rows[0]["norms"], ":", color=color)

@@ -11,87 +11,111 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from .. import store
+from ..config import conf_dir
+from ..status import is_fail, outcome
 from . import paper
 
 TABLES = ("table1", "table2", "table3", "table4", "table5")
 
 
+PAPER_BUDGETS = ("paper", "imagenet")  # the paper's own lengths of training
+
+
+def _field(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+COLUMNS = {  # record column: where result.json's config holds it
+    "model": "model.name",
+    "depth": "model.depth",
+    "unit": "unit.name",
+    "shortcut": "shortcut.kind",
+    "scale": "shortcut.scale",
+    "scale_residual": "shortcut.scale_residual",
+    "gate_bias": "shortcut.gate_bias",
+    "p": "shortcut.p",
+    "data": "data.name",
+    "test_size": "data.test_size",
+    "batch": "train.batch_size",
+    "budget": "train.budget",
+    "iterations": "train.iterations",
+    "precision": "train.precision",
+    "seed": "seed",
+}
+
+
 def records(root: str | Path) -> pd.DataFrame:
-    """One row per ended run: the axes of the paper's tables, status and errors (in %)."""
+    """One row per ended run: the axes of the paper's tables, status and errors (in %). What the store holds that
+    is not a run of ours is left out and counted in ``df.attrs["skipped"]``."""
+    found, skipped = store.scan(root)
     rows = []
-    for r in store.results(root):
-        c = r.get("config", {})
-        m, s, d, t = c.get("model", {}), c.get("shortcut", {}), c.get("data", {}), c.get("train", {})
+    for r in found:
+        c = r["config"]
+        errors = {k: r.get(f"test_{k}") for k in ("error", "error_top5")}
         rows.append(
             {
                 "key": r["key"],
                 "status": r["status"],
-                "model": m.get("name"),
-                "depth": m.get("depth"),
-                "unit": c.get("unit", {}).get("name"),
-                "shortcut": s.get("kind"),
-                "scale": s.get("scale"),
-                "scale_residual": s.get("scale_residual"),
-                "gate_bias": s.get("gate_bias"),
-                "p": s.get("p"),
-                "data": d.get("name"),
-                "test_size": d.get("test_size"),
-                "batch": t.get("batch_size"),
-                "budget": t.get("budget"),
-                "iterations": t.get("iterations"),
-                "precision": t.get("precision"),
-                "seed": c.get("seed"),
-                "error": None if r.get("test_error") is None else 100 * r["test_error"],
-                "error_top5": None if r.get("test_error_top5") is None else 100 * r["test_error_top5"],
+                **{column: _field(c, where) for column, where in COLUMNS.items()},
+                **{k: 100 * v if isinstance(v, (int, float)) else None for k, v in errors.items()},
             }
         )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=["key", "status", *COLUMNS, "error", "error_top5"])
+    df.attrs["skipped"] = skipped
+    return df
 
 
 @dataclass
-class Cell:
+class TableCell:
     row: str
     column: str
     match: dict[str, Any]
     paper: float | str | None
     metric: str = "error"
+    comparable: bool = True  # False for a net the paper's table does not hold (its number shown for reference)
 
 
-def cells(name: str) -> tuple[list[Cell], dict[str, Any]]:
+def cells(name: str) -> tuple[list[TableCell], dict[str, Any]]:
     """The cells of a paper table and the filter common to them (which the user may override)."""
     if name == "table1":
-        return [Cell(label, m, p, "error") for label, m, p in paper.TABLE1], {
+        return [TableCell(label, m, p, "error") for label, m, p in paper.TABLE1], {
             "model": "resnet110",
             "unit": "original",
             "data": "cifar10",
         }
     if name == "table2":
         return [
-            Cell(u, net, {"unit": u, "model": net}, v) for u, cols in paper.TABLE2.items() for net, v in cols.items()
+            TableCell(u, net, {"unit": u, "model": net}, v)
+            for u, cols in paper.TABLE2.items()
+            for net, v in cols.items()
         ], {"shortcut": "identity", "data": "cifar10"}
     if name == "table3":
         return [
-            Cell(f"{data} {net}", u, {"data": data, "model": net, "unit": u}, v)
+            TableCell(f"{data} {net}", u, {"data": data, "model": net, "unit": u}, v)
             for (data, net), cols in paper.TABLE3.items()
             for u, v in cols.items()
         ], {"shortcut": "identity"}
     if name == "table4":
         return [
-            Cell(f"{data} {net} batch {b}", "full_preact", {"data": data, "model": net, "batch": b}, v[0])
+            TableCell(f"{data} {net} batch {b}", "full_preact", {"data": data, "model": net, "batch": b}, v[0])
             for (data, net, b), v in paper.TABLE4.items()
         ], {"shortcut": "identity", "unit": "full_preact"}
     if name == "table5":
         return [
-            Cell(f"{net} {u}", col, {"model": net, "unit": u}, v[i], metric)
+            TableCell(f"{net} {u}", col, {"model": net, "unit": u}, v[i], metric)
             for (net, u), v in paper.TABLE5.items()
             for i, (col, metric) in enumerate((("top-1", "error"), ("top-5", "error_top5")))
         ], {"data": "imagenet", "test_size": 320}
     raise ValueError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
 
 
-def _select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
+def select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
+    """The rows of ``df`` whose columns hold the given values (a list: any of them)."""
     for key, value in match.items():
         if key not in df.columns:
             valid = ", ".join(c for c in df.columns if c not in ("key", "error", "error_top5"))
@@ -101,22 +125,65 @@ def _select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
     return df
 
 
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def pick_cells(specs: list[TableCell], filters: dict[str, Any]) -> list[TableCell]:
+    """The cells that the filters keep. A filter on a key the cells are laid out by (``model=resnet20`` in Table 2)
+    picks those cells; a value the paper's table does not have gets cells of its own, copied from the first value's,
+    their paper numbers kept for reference but not comparable."""
+    for key in {k for c in specs for k in c.match} & filters.keys():
+        wanted = [str(v) for v in _as_list(filters[key])]
+        values = list(dict.fromkeys(str(c.match[key]) for c in specs if key in c.match))
+        kept = [c for c in specs if str(c.match.get(key)) in wanted]
+        for value in (v for v in wanted if v not in values):
+            for c in (c for c in specs if str(c.match.get(key)) == values[0]):
+                row, column = (label.replace(values[0], value) for label in (c.row, c.column))
+                kept.append(TableCell(row, column, {**c.match, key: value}, c.paper, c.metric, comparable=False))
+        specs = kept
+    return specs
+
+
+def nominal_depth(model: str) -> int | None:
+    """The depth a model preset names (conf/model/NAME.yaml)."""
+    path = conf_dir() / "model" / f"{model}.yaml"
+    return int(OmegaConf.load(path).depth) if path.exists() else None
+
+
+def comparable(c: TableCell, base: dict[str, Any], runs: pd.DataFrame) -> bool:
+    """Whether the paper's number measures what these runs measure: the paper's net at its depth, its dataset, its
+    length of training. Anything else (a scaled-down net, synthetic data, a short budget) is shown without Δ."""
+    if not c.comparable or runs.empty:
+        return c.comparable
+    model, data = c.match.get("model", base.get("model")), c.match.get("data", base.get("data"))
+    return bool(
+        (runs["model"] == model).all()
+        and (runs["depth"] == nominal_depth(model)).all()
+        and (runs["data"] == data).all()
+        and runs["budget"].isin(PAPER_BUDGETS).all()
+    )
+
+
 def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per table cell: ours (median, mean, std, n, seeds), the paper's number and Δ; plus the table's header."""
     specs, base = cells(name)
+    filters = filters or {}
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
-    chosen = {**base, **(filters or {})}
-    df = _select(df, {k: v for k, v in chosen.items() if k not in {k2 for c in specs for k2 in c.match}})
+    specs = pick_cells(specs, filters)
+    chosen = {**base, **filters}
+    df = select(df, {k: v for k, v in chosen.items() if k not in {k2 for c in specs for k2 in c.match}})
     budgets = sorted(df["budget"].dropna().unique())
     if len(budgets) > 1 and "budget" not in chosen:
         raise LookupError(f"the matching runs mix budgets {', '.join(budgets)}; pick one with budget=NAME")
     out = []
     for c in specs:
-        sel = _select(df, c.match)
-        values = sel[c.metric].where(sel["status"] != "diverged", 100.0).dropna()  # a diverged run counts as fail
+        sel = select(df, c.match)
+        counted = (outcome({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
+        values = pd.Series([v for v in counted if v is not None], dtype=float)
         median = values.median() if len(values) else None
-        depths = sorted(set(sel["depth"].dropna().astype(int)))
+        same = comparable(c, base, sel)
         out.append(
             {
                 "table": name,
@@ -126,10 +193,11 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
                 "ours_mean": values.mean() if len(values) else None,
                 "ours_std": values.std() if len(values) > 1 else None,
                 "n": len(values),
-                "fail": None if median is None else median > 100 * paper.FAIL_THRESHOLD,
+                "fail": None if median is None else is_fail(median),
                 "paper": c.paper,
-                "delta": median - c.paper if median is not None and isinstance(c.paper, float) else None,
-                "depth": ",".join(map(str, depths)),
+                "comparable": same,
+                "delta": median - c.paper if median is not None and same and isinstance(c.paper, float) else None,
+                "depth": ",".join(map(str, sorted(set(sel["depth"].dropna().astype(int))))),
                 "seeds": ",".join(map(str, sorted(sel["seed"]))),
             }
         )
@@ -148,6 +216,10 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     return result, header
 
 
+def _fraction(percent):
+    return None if percent is None or pd.isna(percent) else percent / 100
+
+
 def fmt_ours(r: pd.Series) -> str:
     if not r["n"]:
         return "missing (0 done)"
@@ -157,11 +229,21 @@ def fmt_ours(r: pd.Series) -> str:
     return f"{r['ours_median']:.2f}{spread} n={r['n']}"
 
 
+def fmt_paper(r: pd.Series) -> str:
+    """The paper's number; in parentheses when it is not comparable with ours."""
+    v = r["paper"]
+    text = "" if v is None else v if isinstance(v, str) else f"{v:.2f}"
+    return text if r["comparable"] or not text else f"({text})"
+
+
+NOT_COMPARABLE = "Paper numbers in parentheses are for another net, depth, dataset or budget: no Δ."
+
+
 def layout(result: pd.DataFrame) -> pd.DataFrame:
     """The paper's shape: a row per paper row; per paper column, ours / paper / Δ."""
     shown = result.assign(
         ours=result.apply(fmt_ours, axis=1),
-        paper=result["paper"].map(lambda v: "" if v is None else v if isinstance(v, str) else f"{v:.2f}"),
+        paper=result.apply(fmt_paper, axis=1),
         delta=result["delta"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:+.2f}"),
     )
     wide = shown.pivot(index="row", columns="column", values=["ours", "paper", "delta"])

@@ -1,0 +1,123 @@
+"""Everything a cell's config must satisfy before the store is touched: value ranges the schema cannot express,
+each shortcut kind's own parameters, the device, the data, and an architecture that builds. Each failure is a
+``ValueError`` whose message is one line naming the setting and what is valid."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import torch
+from omegaconf import DictConfig
+
+from .config import Dataset, ShortcutConfig, data_root
+
+# (setting, lowest valid value): integers and floats the schema types but does not bound.
+AT_LEAST = {
+    "seed": 0,
+    "train.iterations": 1,
+    "train.batch_size": 1,
+    "train.eval_every": 1,
+    "train.checkpoint_every": 1,
+    "train.warmup_iterations": 0,
+    "train.gpus": 1,
+    "train.lr": 0.0,
+    "train.warmup_lr": 0.0,
+    "train.lr_decay": 0.0,
+    "train.momentum": 0.0,
+    "train.weight_decay": 0.0,
+    "data.num_classes": 1,
+    "data.synthetic_train": 1,
+    "data.synthetic_test": 1,
+    "launcher.jobs_per_gpu": 1,
+    "launcher.seeds_together": 1,
+}
+SEED_LIMIT = 2**31  # seeds feed torch generators, times a constant for the data order
+
+
+def _get(cfg: DictConfig, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def check_values(cfg: DictConfig) -> None:
+    for key, low in AT_LEAST.items():
+        value = _get(cfg, key)
+        if value < low:
+            raise ValueError(f"{key}={value} is out of range; it must be >= {low}")
+    if cfg.seed >= SEED_LIMIT:
+        raise ValueError(f"seed={cfg.seed} is out of range; it must be below {SEED_LIMIT}")
+    if cfg.train.momentum >= 1:
+        raise ValueError(f"train.momentum={cfg.train.momentum} is out of range; it must be in [0, 1)")
+    milestones = list(cfg.train.milestones)
+    if milestones != sorted(milestones) or any(m < 0 for m in milestones):
+        raise ValueError(f"train.milestones={milestones} must be non-negative iterations in increasing order")
+    for s in cfg.launcher.seeds or []:
+        if not 0 <= s < SEED_LIMIT:
+            raise ValueError(f"launcher.seeds holds {s}; seeds must be in [0, {SEED_LIMIT})")
+
+
+def check_shortcut(shortcut: DictConfig) -> None:
+    """A kind reads only its own parameters: another one set away from its default would split one network over
+    two run keys, so it is refused."""
+    from .models.shortcuts import PARAMETERS
+
+    kind = str(getattr(shortcut.kind, "value", shortcut.kind))
+    own = PARAMETERS.get(kind, ())
+    defaults = ShortcutConfig()
+    for name in (f.name for f in fields(ShortcutConfig) if f.name != "kind"):
+        if name not in own and shortcut[name] != getattr(defaults, name):
+            mine = ", ".join(f"shortcut.{p}" for p in own) or "none"
+            raise ValueError(f"shortcut.{name} does not apply to shortcut={kind} (its parameters: {mine})")
+
+
+
+def check_device(cfg: DictConfig) -> None:
+    name = cfg.train.device
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise ValueError(f"train.device={name} is not a device; valid: auto, cuda, cuda:N, cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name} but no CUDA device is visible; use train.device=cpu or auto")
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The dataset is on disk, or can be fetched (CIFAR with data.download=true); synthetic data is written."""
+    from .data import LAYOUT
+
+    name = Dataset(cfg.data.name)
+    if name is Dataset.synthetic:
+        return
+    root = data_root(cfg)
+    if name is Dataset.imagenet:
+        if not (root / "imagenet" / "train").is_dir():
+            raise ValueError(f"ImageNet not found: expected {root}/imagenet/train/<class>/* (set data.root=DIR)")
+        return
+    folder, _, test_file, _ = LAYOUT[name]
+    if not (root / folder / test_file).exists() and not cfg.data.download:
+        raise ValueError(
+            f"{name.value} not found at {root / folder} and data.download=false; "
+            f"point data.root (or RESNET_ABLATE_DATA) at the folder that holds '{folder}'"
+        )
+
+
+def check_architecture(cfg: DictConfig) -> None:
+    """Build the network on the meta device (no memory, no time)."""
+    from .models import build_model
+
+    check_shortcut(cfg.shortcut)
+    with torch.device("meta"):
+        build_model(cfg)
+
+
+def check_cells(cfgs) -> None:
+    """Every check, for each config (each distinct architecture built once)."""
+    built = set()
+    for cfg in cfgs:
+        check_values(cfg)
+        check_device(cfg)
+        check_data(cfg)
+        arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
+        if arch not in built:
+            built.add(arch)
+            check_architecture(cfg)
