@@ -53,6 +53,11 @@ def check_values(cfg: DictConfig) -> None:
     milestones = list(cfg.train.milestones)
     if milestones != sorted(milestones) or any(m < 0 for m in milestones):
         raise ValueError(f"train.milestones={milestones} must be non-negative iterations in increasing order")
+    if Dataset(cfg.data.name) is Dataset.synthetic and cfg.data.synthetic_train < cfg.train.batch_size:
+        raise ValueError(
+            f"train.batch_size={cfg.train.batch_size} exceeds the {cfg.data.synthetic_train} training images "
+            "(data.synthetic_train)"
+        )
     for s in cfg.launcher.seeds or []:
         if not 0 <= s < SEED_LIMIT:
             raise ValueError(f"launcher.seeds holds {s}; seeds must be in [0, {SEED_LIMIT})")
@@ -82,8 +87,9 @@ def check_device(cfg: DictConfig) -> None:
 
 
 def check_data(cfg: DictConfig) -> None:
-    """The dataset is on disk, or can be fetched (CIFAR with data.download=true); synthetic data is written."""
-    from .data import LAYOUT
+    """The dataset is on disk and readable (CIFAR: every batch file is read, through the restricted unpickler), or
+    can be fetched (data.download=true); synthetic data is written when first used."""
+    from .data import LAYOUT, load_cifar
 
     name = Dataset(cfg.data.name)
     if name is Dataset.synthetic:
@@ -94,7 +100,11 @@ def check_data(cfg: DictConfig) -> None:
             raise ValueError(f"ImageNet not found: expected {root}/imagenet/train/<class>/* (set data.root=DIR)")
         return
     folder, _, test_file, _ = LAYOUT[name]
-    if not (root / folder / test_file).exists() and not cfg.data.download:
+    if (root / folder / test_file).exists():
+        images = len(load_cifar(cfg)[1])
+        if images < cfg.train.batch_size:
+            raise ValueError(f"train.batch_size={cfg.train.batch_size} exceeds the {images} training images")
+    elif not cfg.data.download:
         raise ValueError(
             f"{name.value} not found at {root / folder} and data.download=false; "
             f"point data.root (or RESNET_ABLATE_DATA) at the folder that holds '{folder}'"
@@ -112,12 +122,13 @@ def check_architecture(cfg: DictConfig) -> None:
 
 def check_cells(cfgs) -> None:
     """Every check, for each config (each distinct architecture built once)."""
-    built = set()
+    seen = set()
     for cfg in cfgs:
         check_values(cfg)
         check_device(cfg)
-        check_data(cfg)
-        arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
-        if arch not in built:
-            built.add(arch)
+        data, arch = str([cfg.data, data_root(cfg)]), str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
+        if data not in seen:
+            check_data(cfg)
+        if arch not in seen:
             check_architecture(cfg)
+        seen |= {data, arch}

@@ -9,6 +9,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(2)
 
+# The tiny cell most tests train: an 8-layer net on 512 synthetic images, on the CPU (seconds per run).
+TINY = [
+    "model=resnet20",
+    "model.depth=8",
+    "data=synthetic",
+    "data.synthetic_train=512",
+    "data.synthetic_test=256",
+    "train.device=cpu",
+]
+
 
 @pytest.fixture
 def cfg():

@@ -11,8 +11,8 @@ from resnet_ablate.step import build
 from resnet_ablate.sweep import stack_seeds
 from resnet_ablate.train import train, train_seeds
 
-from .conftest import cli
-from .test_train import TINY, _killed_and_resumed_vs_uninterrupted
+from .conftest import TINY, cli
+from .test_train import _killed_and_resumed_vs_uninterrupted
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,7 @@ from resnet_ablate import store
 from resnet_ablate.data import CifarOnDevice, load_cifar, write_synthetic
 from resnet_ablate.train import lr_at, train
 
-from .conftest import cli, start_cli
-
-TINY = [
-    "model=resnet20",
-    "model.depth=8",
-    "data=synthetic",
-    "data.synthetic_train=512",
-    "data.synthetic_test=256",
-    "train.device=cpu",
-]
+from .conftest import TINY, cli, start_cli
 
 
 def test_schedule_warms_up_then_returns_to_0_1_and_decays_at_32k_48k(cfg):

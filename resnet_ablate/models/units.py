@@ -3,8 +3,8 @@
 A placement is the residual branch written for the *basic* unit (two ``conv`` ops) plus the ops after the
 addition. It splits into ``pre`` (before the first conv), ``mid`` (between convs), ``post`` (after the last
 conv); a bottleneck unit repeats ``mid`` between its three convs, a one-layer unit drops it. A non-empty
-``pre`` makes the net *pre-activation* (paper, appendix; docs/paper.md): the first unit of each stage applies ``pre`` before the
-split, the stem is a bare conv, and ``pre`` runs once more after the last unit.
+``pre`` makes the net *pre-activation* (paper, appendix; docs/paper.md): the first unit of each stage applies
+``pre`` before the split, the stem is a bare conv, and ``pre`` runs once more after the last unit.
 """
 
 from __future__ import annotations
