@@ -238,7 +238,8 @@ def damaged(tmp_path_factory):
     for unit in ("original", "full_preact"):
         run_cells(_cfg([*TINY, "budget=smoke", f"unit={unit}", f"store.root={root}", f"data.root={root / 'data'}"]))
     runs = root / "runs"
-    for name, content in {"a": b'{"hello": "world"}', "b": b"[1, 2]", "c": bytes(range(256)), "d": b'{"status": 1}'}.items():
+    foreign = {"a": b'{"hello": "world"}', "b": b"[1, 2]", "c": bytes(range(256)), "d": b'{"status": 1}'}
+    for name, content in foreign.items():
         (runs / name).mkdir()
         (runs / name / "result.json").write_bytes(content)
     (runs / "stray.txt").write_text("not a run")

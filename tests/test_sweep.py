@@ -113,24 +113,36 @@ def test_sweep_runs_every_cell_then_skips_them_and_force_recomputes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_cell_is_recorded_and_the_rest_go_on(tmp_path):
-    args = [
-        "table2",
-        *SMALL,
-        "model=resnet110",
-        "unit=original",
-        "seed=0,1",
-        f"store.root={tmp_path}",
-        f"data.root={tmp_path / 'data'}",
-        "data.synthetic_train=64,256",
-        "train.batch_size=128",
-    ]
-    proc = cli("sweep", *args)  # 64 images < batch 128: that cell fails
-    assert proc.returncode == 1
-    statuses = sorted(r["status"] for r in store.results(tmp_path))
-    assert statuses == ["done", "done", "failed", "failed"]
-    failed = [r for r in store.results(tmp_path) if r["status"] == "failed"]
-    assert "exceeds the 64 training images" in failed[0]["error"]
+def test_a_failing_cell_is_recorded_the_rest_go_on_and_a_plain_rerun_retries_it(tmp_path):
+    """A fault injected into the workers (a sitecustomize on their PYTHONPATH) breaks seed 1's training; the
+    sweep records it, finishes seed 0, exits 1, and the same command without the fault trains it."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "from resnet_ablate.train import Training\n"
+        "real = Training.record_evaluation\n"
+        "def broken(self, done, *args):\n"
+        "    if self.runs[0].cfg.seed == 1:\n"
+        "        raise RuntimeError('CUDA error: an illegal memory access was encountered')\n"
+        "    return real(self, done, *args)\n"
+        "Training.record_evaluation = broken\n"
+    )
+    args = [*_two_cells(tmp_path)[:-2], "unit=original", "seed=0,1", f"store.root={tmp_path}"]
+    args.append(f"data.root={tmp_path / 'data'}")
+    proc = cli("sweep", *args, env={"PYTHONPATH": str(inject)})
+    assert proc.returncode == 1 and "1 cell(s) failed" in proc.stderr
+    assert sorted(r["status"] for r in store.results(tmp_path)) == ["done", "failed"]
+    (failed,) = [r for r in store.results(tmp_path) if r["status"] == "failed"]
+    assert "illegal memory access" in failed["error"]
+    cli("sweep", *args, check=True)  # no --retry-failed needed
+    assert sorted(r["status"] for r in store.results(tmp_path)) == ["done", "done"]
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_the_store(tmp_path):
+    args = ["table2", *SMALL, "data.synthetic_train=64", f"store.root={tmp_path / 's'}", f"data.root={tmp_path}"]
+    proc = cli("sweep", *args)
+    assert proc.returncode == 2 and "train.batch_size=128 exceeds the 64 training images" in proc.stderr
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
