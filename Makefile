@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test
+.PHONY: setup demo test test-fast
 
 setup: $(VENV)/.installed
 
@@ -21,5 +21,10 @@ demo: setup
 	$(BIN)/resnet-ablate table table2 data=synthetic budget=smoke store.root=results/demo
 
 test: setup
-	$(BIN)/ruff check resnet_ablate hydra_plugins tests
+	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py
 	$(BIN)/python -m pytest -q
+
+# The daily loop (about 3 minutes on 2 cores): everything but the end-to-end runs of real processes (`slow`).
+test-fast: setup
+	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py
+	$(BIN)/python -m pytest -q -m "not slow"

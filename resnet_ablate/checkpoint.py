@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import identity
+from .config import key_fields
 from .files import atomic_write
 
 KEYS = ("model", "optimizer", "iteration", "elapsed", "stats", "rng", "config")
@@ -57,7 +57,7 @@ def _problem(ckpt: Any, cfg: DictConfig, model: torch.nn.Module | None) -> str |
         return f"not a resnet-ablate checkpoint (no {', '.join(missing)})"
     if not isinstance(ckpt["iteration"], int) or not 0 <= ckpt["iteration"] <= cfg.train.iterations:
         return f"at iteration {ckpt['iteration']!r}, outside this run's [0, {cfg.train.iterations}]"
-    if not isinstance(ckpt["config"], dict) or identity(OmegaConf.create(ckpt["config"])) != identity(cfg):
+    if not isinstance(ckpt["config"], dict) or key_fields(OmegaConf.create(ckpt["config"])) != key_fields(cfg):
         return "written for another cell"
     if model is None:
         return None

@@ -238,6 +238,8 @@ def _check_launcher(args: list[str]) -> None:
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
     """The cells as a table: the axes that vary (as columns), status, run directory, GPU-hour estimate."""
+    import torch
+
     from .models import build_model, count_macs
     from .sweep import axes as grid_axes
 
@@ -263,9 +265,9 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
         if tflops:
             arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
             if arch not in macs:
-                macs[arch] = count_macs(
-                    build_model(c.cfg), c.cfg.data.image_size if c.cfg.data.name == "imagenet" else 32
-                )
+                with torch.device("meta"):  # shapes only
+                    net = build_model(c.cfg)
+                macs[arch] = count_macs(net, c.cfg.data.image_size if c.cfg.data.name == "imagenet" else 32)
             h = 6 * macs[arch] * c.cfg.train.batch_size * c.cfg.train.iterations / (tflops * 1e12) / 3600
             hours += h if status not in ("done", "diverged") else 0
             row.append(f"{h:.3g}")

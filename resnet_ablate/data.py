@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
-from .config import Dataset, Normalize, data_root
 from .distributed import Group
 from .files import atomic_write
+from .schema import Config, Dataset, Normalize
 
 CIFAR_MEAN = (125.3, 123.0, 113.9)  # per channel on 0..255 (docs/paper.md, "Recipe")
 CIFAR_STD = (63.0, 62.1, 66.7)
@@ -66,6 +66,12 @@ def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nd
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def data_root(cfg: Config) -> Path:
+    """``data.root``, else $RESNET_ABLATE_DATA, else ~/.local/share/resnet-ablate."""
+    root = cfg.data.root or os.environ.get("RESNET_ABLATE_DATA")
+    return Path(root or Path.home() / ".local" / "share" / "resnet-ablate").expanduser()
+
+
 def write_synthetic(folder: Path, n_train: int, n_test: int, seed: int = 0, classes: int = 10) -> None:
     """A learnable stand-in for CIFAR-10 in its exact on-disk format: each class a smooth colour pattern plus noise."""
     rng = np.random.default_rng(seed)
@@ -90,7 +96,7 @@ def _dump(path: Path, obj: dict) -> None:
     atomic_write(path, pickle.dumps(obj))
 
 
-def load_cifar(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_cifar(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train images uint8 N×3×32×32, train labels, test images, test labels) of cfg.data."""
     name, root = Dataset(cfg.data.name), data_root(cfg)
     if name is Dataset.synthetic:
@@ -134,7 +140,7 @@ class CifarOnDevice:
     can be rebuilt on resume; crop and flip draw from ``generator``, whose state goes into checkpoints.
     """
 
-    def __init__(self, cfg: DictConfig, device: torch.device, group: Group = Group()):
+    def __init__(self, cfg: Config, device: torch.device, group: Group = Group()):
         xtr, ytr, xte, yte = load_cifar(cfg)
         std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1) / 255
         if Normalize(cfg.data.normalize) is Normalize.pixel:
@@ -200,7 +206,7 @@ class ImageFolderData:
     flip) through torchvision's ImageFolder and a standard DataLoader; epoch e's order and augmentation are seeded
     by (seed, e), and a resume skips the batches of the epoch already used."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device, group: Group = Group()):
+    def __init__(self, cfg: Config, device: torch.device, group: Group = Group()):
         from torchvision import datasets
         from torchvision.transforms import v2 as T
 
@@ -269,7 +275,7 @@ def for_seed(data, seed: int):
     return other
 
 
-def make_data(cfg: DictConfig, device: torch.device, group: Group = Group()):
+def make_data(cfg: Config, device: torch.device, group: Group = Group()):
     if Dataset(cfg.data.name) is Dataset.imagenet:
         return ImageFolderData(cfg, device, group)
     return CifarOnDevice(cfg, device, group)

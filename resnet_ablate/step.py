@@ -11,10 +11,10 @@ import torch
 from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import Compile, Precision
 from .distributed import Group
 from .models import ResidualUnit, build_model
 from .recipe import losses, sgd
+from .schema import Compile, Precision
 from .stack import stack
 
 

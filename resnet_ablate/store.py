@@ -26,13 +26,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import identity
+from .config import key_fields
 from .files import WriteError, atomic_write
 from .status import Status
 
 
 def run_key(cfg: DictConfig) -> str:
-    blob = json.dumps(identity(cfg), sort_keys=True, default=str)
+    blob = json.dumps(key_fields(cfg), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -27,7 +27,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from . import checkpoint, store
-from .config import Rerun, compose, conf_dir, identity, with_seed
+from .config import compose, conf_dir, key_fields, with_seed
+from .schema import Rerun
 from .status import Status
 
 
@@ -256,7 +257,7 @@ def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
                 for c, directory in group:
                     if store.read_result(directory) is None:  # not ended (diverged) before the error
                         failed = {"status": Status.failed.value, "key": directory.name, "error": str(e)}
-                        store.write_json(directory / "result.json", {**failed, "config": identity(c)})
+                        store.write_json(directory / "result.json", {**failed, "config": key_fields(c)})
                 raise
             results.update(zip(directories, ended))
     return [results[store.run_dir(c)] for c in cells]

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, checkpoint, distributed, store
-from .config import identity
+from .config import key_fields
 from .data import for_seed, make_data
 from .files import WriteError
 from .progress import print_evaluation
@@ -242,7 +242,7 @@ class Training:
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "git_commit": _git_commit(),
-            "config": identity(r.cfg),
+            "config": key_fields(r.cfg),
         }
 
 

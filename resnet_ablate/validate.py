@@ -9,7 +9,8 @@ from dataclasses import fields
 import torch
 from omegaconf import DictConfig
 
-from .config import Dataset, ShortcutConfig, data_root
+from .data import data_root
+from .schema import Dataset, ShortcutConfig
 
 # (setting, lowest valid value): integers and floats the schema types but does not bound.
 AT_LEAST = {
@@ -68,8 +69,10 @@ def check_shortcut(shortcut: DictConfig) -> None:
     two run keys, so it is refused."""
     from .models.shortcuts import PARAMETERS
 
-    kind = str(getattr(shortcut.kind, "value", shortcut.kind))
-    own = PARAMETERS.get(kind, ())
+    kind = str(shortcut.kind)
+    if kind not in PARAMETERS:
+        raise ValueError(f"unknown shortcut {kind!r}; valid: {', '.join(PARAMETERS)}")
+    own = PARAMETERS[kind]
     defaults = ShortcutConfig()
     for name in (f.name for f in fields(ShortcutConfig) if f.name != "kind"):
         if name not in own and shortcut[name] != getattr(defaults, name):

@@ -9,7 +9,7 @@ BAD = [
     (["describe", "model.depth=111"], "depth 111 is not 6n+2", "valid depths: 8, 14, 20"),
     (["describe", "model=resnet111"], "unknown model 'resnet111'", "resnet110"),
     (["describe", "shortcut=bogus"], "unknown shortcut 'bogus'", "exclusive_gating"),
-    (["describe", "shortcut.kind=bogus"], "Invalid value 'bogus'", "dropout"),
+    (["describe", "shortcut.kind=bogus"], "unknown shortcut 'bogus'", "dropout"),
     (["describe", "shortcut=dropout", "shortcut.p=-0.1"], "shortcut.p must be in [0, 1)", "-0.1"),
     (["describe", "unit=preact"], "unknown unit 'preact'", "full_preact"),
     (["describe", "unit.branch=[bn,relu,bn]"], "exactly 2 'conv'", "got 0"),

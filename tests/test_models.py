@@ -6,8 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_ablate.models import PLACEMENTS, SHORTCUTS, ResidualUnit, build_model, describe
+from resnet_ablate.config import conf_dir
+from resnet_ablate.models import SHORTCUTS, ResidualUnit, build_model, describe
 from resnet_ablate.models.shortcuts import PadA
+
+# What conf/ offers: the placements are only there; each shortcut preset names a kind of the registry.
+UNITS = sorted(p.stem for p in (conf_dir() / "unit").glob("*.yaml"))
+SHORTCUT_PRESETS = sorted(p.stem for p in (conf_dir() / "shortcut").glob("*.yaml"))
 
 # Parameter counts to test against (appendix; counted for the paper's architectures).
 PARAMS = [
@@ -217,7 +222,7 @@ EXPECTED = {  # Table 2 and Sec. 4, basic and bottleneck
 }
 
 
-@pytest.mark.parametrize("unit", list(PLACEMENTS))
+@pytest.mark.parametrize("unit", list(EXPECTED))
 @pytest.mark.parametrize("model,channels,column", [("resnet20", 16, 0), ("resnet164", 64, 1)])
 def test_op_order_observed_through_hooks_is_the_papers(cfg, unit, model, channels, column):
     net = build_model(cfg(f"model={model}", f"model.depth={20 if model == 'resnet164' else 14}", f"unit={unit}")).eval()
@@ -254,7 +259,12 @@ def test_preact_first_unit_of_each_stage_activates_before_the_split(cfg):
     assert len(unit.shortcut.path) == 1  # no BN after projections in pre-act nets (authors' code)
 
 
-COMBOS = [(b, u, s) for b in ("resnet20", "resnet164", "resnet110_1layer") for u in PLACEMENTS for s in SHORTCUTS]
+def test_the_shortcut_presets_are_the_registrys_kinds(cfg):
+    assert sorted(str(cfg(f"shortcut={s}").shortcut.kind) for s in SHORTCUT_PRESETS) == sorted(SHORTCUTS)
+    assert set(EXPECTED) <= set(UNITS)
+
+
+COMBOS = [(b, u, s) for b in ("resnet20", "resnet164", "resnet110_1layer") for u in UNITS for s in SHORTCUT_PRESETS]
 
 
 @pytest.mark.parametrize("model,unit,shortcut", COMBOS)
@@ -292,3 +302,10 @@ def test_a_user_defined_placement_from_yaml_values(cfg):
     )
     branch, after = _observed_order(_unit(build_model(c).eval()), _x())
     assert "-".join(branch) == "relu-conv-bn-conv-bn" and after == ["relu"]
+
+
+def test_describe_counts_on_the_meta_device_what_a_real_forward_pass_counts(cfg):
+    from resnet_ablate.models import count_macs
+
+    c = cfg("model=resnet164", "model.depth=20", "unit=full_preact", "shortcut=exclusive_gating")
+    assert describe(c)["macs"] == count_macs(build_model(c), 32)

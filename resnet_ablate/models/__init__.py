@@ -10,18 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
-from ..config import Block
+from ..schema import Block, Config
 from .resnet import CONVS_PER_UNIT, ResNet, build_resnet, units_per_stage
 from .shortcuts import SHORTCUTS
-from .units import PLACEMENTS, Placement, ResidualUnit
+from .units import Placement, ResidualUnit
 
-__all__ = ["build_model", "describe", "ResNet", "ResidualUnit", "Placement", "PLACEMENTS", "SHORTCUTS"]
+__all__ = ["build_model", "describe", "ResNet", "ResidualUnit", "Placement", "SHORTCUTS"]
 
 
-def build_model(cfg: DictConfig) -> ResNet:
+def build_model(cfg: Config) -> ResNet:
     """The network of a composed config (``model``, ``unit``, ``shortcut``, ``data.num_classes``)."""
     return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes)
 
@@ -49,9 +48,11 @@ def count_macs(net: nn.Module, image_size: int) -> int:
     return total
 
 
-def describe(cfg: DictConfig, net: ResNet | None = None) -> dict[str, Any]:
+def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
     """The architecture summary shown by ``resnet-ablate describe``."""
-    net = net or build_model(cfg)
+    if net is None:
+        with torch.device("meta"):  # shapes only: counting a ResNet-1001 costs no memory and no arithmetic
+            net = build_model(cfg)
     place = Placement.from_spec(cfg.unit.branch, cfg.unit.after_add)
     units = [u for u in net.modules() if isinstance(u, ResidualUnit)]
     branch_convs = sum(isinstance(m, nn.Conv2d) for u in units for m in u.branch.modules())
@@ -64,7 +65,7 @@ def describe(cfg: DictConfig, net: ResNet | None = None) -> dict[str, Any]:
     return {
         "model": cfg.model.name,
         "unit": cfg.unit.name,
-        "shortcut": str(getattr(cfg.shortcut.kind, "value", cfg.shortcut.kind)),
+        "shortcut": str(cfg.shortcut.kind),
         "depth": stem_convs + branch_convs + 1,
         "params": sum(p.numel() for p in net.parameters()),
         "macs": count_macs(net, image),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import Block, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
+from ..schema import Block, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
 from .shortcuts import PadA, make_shortcut, projection
 from .units import ConvSpec, Placement, ResidualUnit, build_ops
 

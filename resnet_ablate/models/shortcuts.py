@@ -140,7 +140,7 @@ def _dropout(cfg, in_ch, out_ch, stride, path):
 
 
 def make_shortcut(cfg, in_ch: int, out_ch: int, stride: int, path: nn.Module) -> nn.Module:
-    kind = getattr(cfg.kind, "value", cfg.kind)
+    kind = str(cfg.kind)
     if kind not in SHORTCUTS:
         raise ValueError(f"unknown shortcut {kind!r}; valid: {', '.join(SHORTCUTS)}")
     return SHORTCUTS[kind](cfg, in_ch, out_ch, stride, path)

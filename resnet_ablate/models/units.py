@@ -1,4 +1,5 @@
-"""Activation placements (Table 2) as data: a unit's op order, and the residual unit built from it.
+"""Activation placements (Table 2) as data: a unit's op order, and the residual unit built from it. The
+placements themselves are YAML (``conf/unit/*.yaml``, the one list of them).
 
 A placement is the residual branch written for the *basic* unit (two ``conv`` ops) plus the ops after the
 addition. It splits into ``pre`` (before the first conv), ``mid`` (between convs), ``post`` (after the last
@@ -15,16 +16,6 @@ from dataclasses import dataclass
 from torch import nn
 
 OPS = ("conv", "bn", "relu")
-
-# Table 2: (residual branch, after the addition).
-PLACEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "original": (("conv", "bn", "relu", "conv", "bn"), ("relu",)),
-    "bn_after_add": (("conv", "bn", "relu", "conv"), ("bn", "relu")),
-    "relu_before_add": (("conv", "bn", "relu", "conv", "bn", "relu"), ()),
-    "relu_only_preact": (("relu", "conv", "bn", "relu", "conv", "bn"), ()),
-    "full_preact": (("bn", "relu", "conv", "bn", "relu", "conv"), ()),
-}
-
 
 @dataclass(frozen=True)
 class Placement:
@@ -60,12 +51,6 @@ class Placement:
         for _ in range(n_convs - 1):
             ops += [*self.mid, "conv"]
         return ops + list(self.post)
-
-
-def placement(name: str) -> Placement:
-    if name not in PLACEMENTS:
-        raise ValueError(f"unknown unit placement {name!r}; valid: {', '.join(PLACEMENTS)}")
-    return Placement.from_spec(*PLACEMENTS[name])
 
 
 @dataclass(frozen=True)

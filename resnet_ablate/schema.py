@@ -1,0 +1,156 @@
+"""The config's schema: every setting of a cell, typed, with its default. Plain dataclasses and enums (no Hydra):
+``config.py`` registers them with Hydra, and models and data read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+MISSING = "???"  # omegaconf's marker for a value the YAML must give
+
+
+class Block(str, Enum):
+    basic = "basic"  # two 3x3 convs, depth 6n+2
+    bottleneck = "bottleneck"  # 1x1-3x3-1x1 (x4), depth 9n+2
+    single = "single"  # one 3x3 conv: the one-layer-skip ResNet of Table 3, depth 3n+2
+
+
+class Stem(str, Enum):
+    cifar = "cifar"
+    imagenet = "imagenet"
+
+
+class ShortcutOption(str, Enum):
+    A = "A"  # zero-pad (paper, basic nets)
+    B = "B"  # 1x1 projection + BN
+
+
+class Dataset(str, Enum):
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+    synthetic = "synthetic"
+    imagenet = "imagenet"
+
+
+class Normalize(str, Enum):
+    channel = "channel"  # per-channel mean/std (default)
+    pixel = "pixel"  # per-pixel mean image, per-channel std
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class Compile(str, Enum):
+    none = "none"  # eager: every kernel launched from Python
+    graph = "graph"  # on CUDA the whole step (forward, backward, SGD) replays as one CUDA graph; eager on the CPU
+    inductor = "inductor"  # graph, with each residual unit compiled by torch.compile (once per distinct shape)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet110"
+    block: Block = Block.basic
+    depth: int = 110
+    stages: Optional[list[int]] = None  # units per stage; None: derived from depth (CIFAR)
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    stem: Stem = Stem.cifar
+    shortcut_option: ShortcutOption = ShortcutOption.A
+    projection_bn: Optional[bool] = None  # None: BN after projections in post-activation nets only [inference]
+    stride_on: str = "first_1x1"  # bottleneck stride: first_1x1 (authors' code) | 3x3
+
+
+@dataclass
+class UnitConfig:
+    name: str = "original"
+    branch: list[str] = field(default_factory=lambda: ["conv", "bn", "relu", "conv", "bn"])
+    after_add: list[str] = field(default_factory=lambda: ["relu"])
+
+
+@dataclass
+class ShortcutConfig:
+    kind: str = "identity"  # a name in models/shortcuts.py's registry, the one list of kinds
+    scale: float = 1.0  # λ on the shortcut (scaling)
+    scale_residual: float = 1.0  # scale on F (scaling)
+    gate_bias: float = 0.0  # b_g (gating)
+    p: float = 0.5  # drop ratio (dropout)
+    inverted: bool = False  # dropout: PyTorch's inverted scaling instead of the paper's expectation
+
+
+@dataclass
+class DataConfig:
+    name: Dataset = Dataset.cifar10
+    num_classes: int = 10
+    root: Optional[str] = None  # None: $RESNET_ABLATE_DATA, else ~/.local/share/resnet-ablate
+    normalize: Normalize = Normalize.channel
+    download: bool = True
+    synthetic_train: int = 1024  # image counts of the synthetic dataset
+    synthetic_test: int = 512
+    image_size: int = 224  # ImageNet: train crop
+    scale: list[int] = field(default_factory=lambda: [256, 480])  # ImageNet: shorter side drawn from this range
+    test_size: int = 224  # ImageNet: single centre crop at test (paper: 320 too)
+    workers: int = 8  # ImageNet DataLoader workers
+
+
+@dataclass
+class TrainConfig:
+    budget: str = "paper"
+    iterations: int = 64000
+    milestones: list[int] = field(default_factory=lambda: [32000, 48000])
+    warmup_iterations: int = 400
+    warmup_lr: float = 0.01
+    lr: float = 0.1
+    lr_decay: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    eval_every: int = 1000
+    checkpoint_every: int = 4000
+    precision: Precision = Precision.auto  # auto: bf16 autocast on CUDA, fp32 on the CPU
+    channels_last: bool = True
+    compile: Compile = Compile.graph
+    device: str = "auto"  # auto | cuda | cpu
+    deterministic: bool = False
+    gpus: int = 1  # processes (GPUs) for one run: DistributedDataParallel, the batch split between them
+    sync_bn: bool = False  # synchronise BatchNorm across them (the paper did not)
+    grad_flow: bool = True  # record per-unit gradient norms at each evaluation (gradient-flow figure)
+
+
+class Rerun(str, Enum):
+    none = "none"  # skip ended cells, resume partial ones
+    failed = "failed"  # also rerun failed and diverged cells (--retry-failed)
+    all = "all"  # recompute every cell (--force)
+
+
+@dataclass
+class StoreConfig:
+    root: str = "results"
+    rerun: Rerun = Rerun.none
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"
+    jobs_per_gpu: int = 1
+    gpus: Optional[str] = None  # comma list; None: CUDA_VISIBLE_DEVICES or all visible GPUs
+    fail_fast: bool = False
+    mps: bool = True  # local launcher, jobs_per_gpu > 1: a private NVIDIA MPS daemon so a GPU's workers overlap
+    seeds_together: int = 1  # up to this many seeds of a cell per worker, stacked into one network (torch.func)
+    seeds: Optional[list[int]] = None  # set by the grid sweeper: the seeds one worker trains together
+    pack: Optional[list[str]] = None  # set by the grid sweeper: the workers one cluster job runs together
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING  # filled by the YAML of conf/<group>/
+    unit: UnitConfig = MISSING
+    shortcut: ShortcutConfig = MISSING
+    data: DataConfig = MISSING
+    train: TrainConfig = MISSING
+    store: StoreConfig = field(default_factory=StoreConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    seed: int = 0
