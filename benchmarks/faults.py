@@ -121,7 +121,9 @@ def main() -> None:
     orphans = 0
     for _ in range(args.rounds):
         proc = sweep(attacked, data)
-        time.sleep(rng.uniform(1, 12))
+        while proc.poll() is None and not workers(attacked):  # a kill lands while cells train
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0, 8))
         if proc.poll() is not None:
             if proc.returncode == 0:
                 break

@@ -5,6 +5,7 @@ same machine, so every figure comes with its ratio to that baseline."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from .config import with_seed
+from .config import compose, with_seed
 from .data import CIFAR_MEAN, CIFAR_STD, CifarOnDevice, for_seed, load_cifar
 from .models import count_macs
 from .step import build, resolve_device
@@ -206,3 +207,36 @@ def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int
         "reserved_gb": max(r["reserved_gb"] or 0 for r in results) or None,
         "tflops": sum(r["tflops"] for r in results),
     }
+
+
+def measure(
+    base: list[str], overrides: list[str], grid: dict[str, list], steps: int, warmup: int, loader_workers, peak: float
+) -> list[dict[str, Any]]:
+    """One row per model × compile mode × precision × jobs × streams × seeds of ``grid`` (and per model, the plain
+    baseline loop unless ``loader_workers`` is None): images/s, ms/step, MFU against ``peak``, memory."""
+    rows = []
+    for model in grid["models"]:
+        ref = None
+        if loader_workers is not None:
+            b = time_baseline(compose([*base, f"model={model}"]), steps, warmup, loader_workers)
+            ref = b["images_per_s"]
+            rows.append({"model": model, "setup": "baseline: DataLoader, eager fp32", "jobs": 1, **b})
+            rows[-1]["x_baseline"] = 1.0
+        for mode, precision, k, n, m in itertools.product(
+            grid["compile"], grid["precision"], grid["jobs"], grid["streams"], grid["seeds"]
+        ):
+            args = [*overrides, f"model={model}", f"train.compile={mode}", f"train.precision={precision}"]
+            r = run_jobs(args, k, steps, warmup, n, m)
+            rows.append(
+                {
+                    "model": model,
+                    "setup": f"ours: compile={mode} {precision}",
+                    "jobs": k,
+                    "streams": n,
+                    "seeds": m,
+                    **r,
+                    "mfu": r["tflops"] / peak,
+                    "x_baseline": r["images_per_s"] / ref if ref else None,
+                }
+            )
+    return rows

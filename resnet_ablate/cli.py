@@ -132,11 +132,14 @@ def sweep(
     from . import store
     from .status import Status
     from .step import check_together
-    from .sweep import plan
+    from .sweep import check_launcher, plan
     from .validate import check_cells
 
     args = list(overrides or [])
-    _check_launcher(args)
+    try:
+        check_launcher(args)
+    except ValueError as e:
+        fail(str(e))
     args += ["store.rerun=all"] if force else ["store.rerun=failed"] if retry_failed else []
     args += ["launcher.fail_fast=true"] if fail_fast else []
     args += [f"launcher.gpus='{gpus}'"] if gpus else []
@@ -200,48 +203,10 @@ def _interrupted_by_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _check_launcher(args: list[str]) -> None:
-    """A launcher that cannot start fails at once, naming what is missing, before the store is touched."""
-    import importlib.util
-    import shutil
-
-    if "launcher=slurm" in args or any(a.startswith("hydra/launcher=submitit_slurm") for a in args):
-        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-            fail("launcher=slurm needs hydra-submitit-launcher: pip install 'resnet-ablate[slurm]'")
-        if shutil.which("sbatch") is None:
-            fail("launcher=slurm needs SLURM's sbatch on PATH (a SLURM client); on one machine use launcher=local")
-    if "launcher=ray" in args or any(a.startswith("hydra/launcher=ray") for a in args):
-        if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
-            fail("launcher=ray needs hydra-ray-launcher: pip install 'resnet-ablate[ray]'")
-        given = dict(a.split("=", 1) for a in args if a.startswith("hydra.launcher.ray."))
-        gpus = float(given.get("hydra.launcher.ray.remote.num_gpus", 1))
-        address = given.get("hydra.launcher.ray.init.address", "null")
-        if address not in ("null", "auto"):
-            import socket
-
-            host, _, port = address.removeprefix("ray://").rpartition(":")
-            try:
-                socket.create_connection((host, int(port)), timeout=5).close()
-            except (OSError, ValueError) as e:
-                fail(
-                    f"cannot reach the Ray cluster at {address} ({e}); check hydra.launcher.ray.init.address=HOST:PORT"
-                )
-        if address == "null" and gpus > 0:
-            import torch
-
-            if torch.cuda.device_count() == 0:  # Ray would wait forever for a GPU this machine does not have
-                fail(
-                    "launcher=ray asks for a GPU per cell but this machine has none; "
-                    "add hydra.launcher.ray.remote.num_gpus=0 or hydra.launcher.ray.init.address=HOST:PORT"
-                )
-
-
 def _print_cells(cells, tflops: Optional[float]) -> None:
     """The cells as a table: the axes that vary (as columns), status, run directory, GPU-hour estimate."""
-    import torch
-
-    from .models import build_model, count_macs
     from .sweep import axes as grid_axes
+    from .sweep import gpu_hours
 
     values, axes = grid_axes([c.overrides for c in cells])
     fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in axes)
@@ -256,7 +221,7 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
         *(["GPU-h"] if tflops else []),
         title=fixed or None,
     )
-    macs: dict[str, int] = {}
+    hours_of: dict[str, float] = {}
     hours, counts = 0.0, {}
     for c, v in zip(cells, values):
         status = c.status
@@ -264,11 +229,9 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
         row = [v.get(k, "") for k in axes] + [status, *([jobs.get(c.directory, "")] if jobs else []), str(c.directory)]
         if tflops:
             arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
-            if arch not in macs:
-                with torch.device("meta"):  # shapes only
-                    net = build_model(c.cfg)
-                macs[arch] = count_macs(net, c.cfg.data.image_size if c.cfg.data.name == "imagenet" else 32)
-            h = 6 * macs[arch] * c.cfg.train.batch_size * c.cfg.train.iterations / (tflops * 1e12) / 3600
+            if arch not in hours_of:
+                hours_of[arch] = gpu_hours(c.cfg, tflops)
+            h = hours_of[arch]
             hours += h if status not in ("done", "diverged") else 0
             row.append(f"{h:.3g}")
         table.add_row(*row)
@@ -498,7 +461,7 @@ def bench(
     barrier: Optional[str] = typer.Option(None, hidden=True),
 ):
     """Training throughput: images/s, ms/step, MFU, peak memory and compile time; ratio to a plain baseline loop."""
-    from .bench import measure_peak_tflops, run_jobs, time_baseline, time_ours
+    from .bench import measure, measure_peak_tflops, time_ours
     from .step import TrainStep, check_together, resolve_device
 
     if warmup <= TrainStep.WARMUP:
@@ -524,38 +487,11 @@ def bench(
     cfg = compose_or_fail(base)
     device = resolve_device(cfg.train.device)
     peak = peak or measure_peak_tflops(device)
-    rows = []
-    for model in models.split(","):
-        ref = None
-        if baseline:
-            b = time_baseline(compose_or_fail([*base, f"model={model}"]), steps, warmup, loader_workers)
-            ref = b["images_per_s"]
-            rows.append(
-                {"model": model, "setup": "baseline: DataLoader, eager fp32", "jobs": 1, **b, "x_baseline": 1.0}
-            )
-        for mode in compile_modes.split(","):
-            for precision in precisions.split(","):
-                for k, n, m in itertools.product(counts["jobs"], counts["streams"], counts["seeds"]):
-                    args = [
-                        *(overrides or []),
-                        f"model={model}",
-                        f"train.compile={mode}",
-                        f"train.precision={precision}",
-                    ]
-                    compose_or_fail([*base, *args])
-                    r = run_jobs(args, k, steps, warmup, n, m)
-                    rows.append(
-                        {
-                            "model": model,
-                            "setup": f"ours: compile={mode} {precision}",
-                            "jobs": k,
-                            "streams": n,
-                            "seeds": m,
-                            **r,
-                            "mfu": r["tflops"] / peak,
-                            "x_baseline": r["images_per_s"] / ref if ref else None,
-                        }
-                    )
+    for model, mode, precision in itertools.product(models.split(","), compile_modes.split(","), precisions.split(",")):
+        compose_or_fail([*base, f"model={model}", f"train.compile={mode}", f"train.precision={precision}"])
+    grid = {"models": models.split(","), "compile": compile_modes.split(","), "precision": precisions.split(",")}
+    workers = loader_workers if baseline else None
+    rows = measure(base, list(overrides or []), grid | counts, steps, warmup, workers, peak)
     device_name = torch_device_name(device)
     if as_json:
         print(json.dumps({"device": device_name, "peak_tflops": peak, "rows": rows}))

@@ -8,6 +8,7 @@ function owns skip and resume, so any Hydra launcher can run the cells.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shlex
 import shutil
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
 from . import checkpoint, store
@@ -45,10 +46,20 @@ def expand_grid(lines: list[str], params: list[str], arguments: list[str]) -> li
         for override in parser.parse_overrides([*params, *shlex.split(line), *arguments]):
             merged.pop(override.get_key_element(), None)
             merged[override.get_key_element()] = override
-        for cell in BasicSweeper.split_arguments(list(merged.values()), None)[0]:
-            if cell not in cells:
-                cells.append(cell)
+        for cell in itertools.product(*(_choices(o) for o in merged.values())):
+            if list(cell) not in cells:
+                cells.append(list(cell))
     return cells
+
+
+def _choices(override: Override) -> list[str]:
+    """``key=value`` for each value an override sweeps over (one when it does not sweep)."""
+    key = override.get_key_element()
+    if not override.is_sweep_override():
+        return [f"{key}={override.get_value_element_as_str()}"]
+    if not override.is_discrete_sweep():
+        raise ValueError(f"{key}: a grid takes lists, ranges and choices, not intervals")
+    return [f"{key}={value}" for value in override.sweep_string_iterator()]
 
 
 def preset_grid(preset: str, arguments: list[str]) -> list[list[str]]:
@@ -64,6 +75,57 @@ def axes(cells: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
     values = [dict(o.split("=", 1) for o in c if not o.startswith(("store.", "launcher."))) for c in cells]
     keys = list(dict.fromkeys(k for v in values for k in v))
     return values, [k for k in keys if len({v.get(k) for v in values}) > 1]
+
+
+def check_launcher(args: list[str]) -> None:
+    """A launcher that cannot start is a ValueError at once, naming what is missing, before the store is touched."""
+    import importlib.util
+    import shutil
+
+    if "launcher=slurm" in args or any(a.startswith("hydra/launcher=submitit_slurm") for a in args):
+        if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+            raise ValueError("launcher=slurm needs hydra-submitit-launcher: pip install 'resnet-ablate[slurm]'")
+        if shutil.which("sbatch") is None:
+            raise ValueError(
+                "launcher=slurm needs SLURM's sbatch on PATH (a SLURM client); on one machine use launcher=local"
+            )
+    if "launcher=ray" in args or any(a.startswith("hydra/launcher=ray") for a in args):
+        if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+            raise ValueError("launcher=ray needs hydra-ray-launcher: pip install 'resnet-ablate[ray]'")
+        given = dict(a.split("=", 1) for a in args if a.startswith("hydra.launcher.ray."))
+        gpus = float(given.get("hydra.launcher.ray.remote.num_gpus", 1))
+        address = given.get("hydra.launcher.ray.init.address", "null")
+        if address not in ("null", "auto"):
+            import socket
+
+            host, _, port = address.removeprefix("ray://").rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError) as e:
+                raise ValueError(
+                    f"cannot reach the Ray cluster at {address} ({e}); check hydra.launcher.ray.init.address=HOST:PORT"
+                ) from None
+        if address == "null" and gpus > 0:
+            import torch
+
+            if torch.cuda.device_count() == 0:  # Ray would wait forever for a GPU this machine does not have
+                raise ValueError(
+                    "launcher=ray asks for a GPU per cell but this machine has none; "
+                    "add hydra.launcher.ray.remote.num_gpus=0 or hydra.launcher.ray.init.address=HOST:PORT"
+                )
+
+
+def gpu_hours(cfg: DictConfig, tflops: float) -> float:
+    """An estimate of one cell's GPU-hours: its multiply-adds (×6 for a training step: forward, and backward
+    twice as dear) times its images, at ``tflops`` effective TFLOP/s."""
+    import torch
+
+    from .models import build_model, count_macs
+
+    with torch.device("meta"):  # shapes only
+        net = build_model(cfg)
+    macs = count_macs(net, cfg.data.image_size if cfg.data.name == "imagenet" else 32)
+    return 6 * macs * cfg.train.batch_size * cfg.train.iterations / (tflops * 1e12) / 3600
 
 
 def slurm_jobs(directories: list[Path]) -> dict[Path, str]:

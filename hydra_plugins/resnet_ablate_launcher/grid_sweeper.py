@@ -1,11 +1,13 @@
-"""Hydra sweeper ``resnet_ablate_grid``: the union of a preset's grid lines (see resnet_ablate.sweep)."""
+"""Hydra sweeper ``resnet_ablate_grid``: the union of a preset's grid lines (see resnet_ablate.sweep), on Hydra's
+public plugin API."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 
@@ -28,24 +30,29 @@ def _pack(cells: List[List[str]]) -> List[str]:
     return [*cells[0], f"launcher.pack=[{lines}]"]
 
 
-class GridSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int], params: Optional[dict[str, str]] = None, grid: Any = None):
-        super().__init__(max_batch_size, params)
-        self.grid = list(grid or [])
+class GridSweeper(Sweeper):
+    def __init__(self, max_batch_size: Optional[int], params: Optional[dict] = None, grid: Any = None):
+        self.max_batch_size, self.params, self.grid = max_batch_size, dict(params or {}), list(grid or [])
 
-    def sweep(self, arguments: list[str]) -> Any:
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: List[str]) -> Any:
         from resnet_ablate.sweep import expand_grid, stack_seeds
 
-        cells = expand_grid(self.grid, self._parse_config(), arguments)
+        cells = expand_grid(self.grid, [f"{k}={v}" for k, v in self.params.items()], arguments)
         cells = stack_seeds(cells, int(self.config.launcher.seeds_together))
         k = int(self.config.launcher.jobs_per_gpu)
-        if k > 1 and "LocalLauncher" not in self.config.hydra.launcher._target_:
+        if k > 1 and not getattr(self.launcher, "shares_gpus", False):  # ours shares GPUs itself; others get packs
             cells = [_pack(cells[i : i + k]) for i in range(0, len(cells), k)]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        returns, index = [], 0
-        for batch in self.split_overrides_to_chunks(cells, self.max_batch_size):
-            returns.append(self.launcher.launch(batch, initial_job_idx=index))
-            index += len(batch)
+        size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else max(1, len(cells))
+        returns = []
+        for start in range(0, len(cells), size):
+            returns.append(self.launcher.launch(cells[start : start + size], initial_job_idx=start))
         return returns

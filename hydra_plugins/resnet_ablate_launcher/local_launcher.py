@@ -52,6 +52,8 @@ def visible_gpus(gpus: Optional[str]) -> List[str]:
 
 
 class LocalLauncher(Launcher):
+    shares_gpus = True  # runs jobs_per_gpu workers per GPU itself: the sweeper gives it cells, not packs of them
+
     def __init__(
         self, jobs_per_gpu: int = 1, gpus: Optional[str] = None, fail_fast: bool = False, mps: bool = True
     ) -> None:
@@ -63,94 +65,96 @@ class LocalLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from resnet_ablate import store
         from resnet_ablate.progress import SweepDisplay
-        from resnet_ablate.sweep import axes, mps_daemon, needs_run, seed_cells, start_worker
+        from resnet_ablate.sweep import axes, mps_daemon, seed_cells
 
-        jobs = []  # per worker: its overrides, and its cells as (display row, config, run directory)
-        rows = []  # per cell: what the display shows
+        jobs: List[Job] = []
+        rows = []  # per cell: (overrides, run directory, iterations, batch size) for the display
         for overrides in job_overrides:
-            cells = []
             label = [o for o in filter_overrides(overrides) if not o.startswith(("seed=", "launcher.seeds="))]
-            for cfg in seed_cells(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))):
-                cells.append((len(rows), cfg, store.run_dir(cfg)))
-                rows.append(([*label, f"seed={cfg.seed}"], cells[-1][2], cfg.train.iterations, cfg.train.batch_size))
-            jobs.append((list(overrides), cells))
+            cfgs = seed_cells(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides)))
+            jobs.append(Job(list(overrides), [(len(rows) + i, c, store.run_dir(c)) for i, c in enumerate(cfgs)]))
+            for c in cfgs:
+                rows.append(([*label, f"seed={c.seed}"], store.run_dir(c), c.train.iterations, c.train.batch_size))
         values, varying = axes([r[0] for r in rows])
         labels = [" ".join(f"{k}={v[k]}" for k in varying if k in v) or "(one cell)" for v in values]
-        rows = [(label, *rest) for label, (_, *rest) in zip(labels, rows)]
         gpus = visible_gpus(self.gpus)
-        slots: queue.Queue[Optional[str]] = queue.Queue()
-        for slot in (gpus or [None]) * self.jobs_per_gpu:
-            slots.put(slot)
-        returns: List[Optional[JobReturn]] = [None] * len(jobs)
-        procs: dict = {}
-        stop = threading.Event()
-        display = SweepDisplay(rows)
-
-        def run(i: int) -> None:
-            overrides, cells = jobs[i]
-            todo = {n: directory for n, cfg, directory in cells if needs_run(cfg, directory)}
-            for n, _, _ in cells:
-                if n not in todo:
-                    display.finish(n, "skipped")
-            if not todo:
-                results = [store.read_result(d) for _, _, d in cells]
-                returns[i] = _job_return(overrides, results, JobStatus.COMPLETED)
-                return
-            slot = slots.get()
-            try:
-                if stop.is_set():
-                    return
-                procs[i] = start_worker(overrides, list(todo.values()), slot, self.jobs_per_gpu)
-                for n in todo:
-                    display.start(n, slot)
-                code = procs[i].wait()
-                ok = code == 0  # without a result, a clean exit means another process holds the cell
-                ended = "killed" if code < 0 else f"exit {code}"
-                results = [
-                    store.read_result(d) or {"status": "running elsewhere" if ok else ended} for _, _, d in cells
-                ]
-                returns[i] = _job_return(
-                    overrides,
-                    results,
-                    JobStatus.COMPLETED if ok else JobStatus.FAILED,
-                    None
-                    if ok
-                    else RuntimeError(f"worker exited {code}; see {next(iter(todo.values())) / 'train.log'}"),
-                )
-                for (n, _, _), result in zip(cells, results):
-                    if n in todo:
-                        display.finish(n, "stopped" if stop.is_set() and not ok else result["status"])
-                if not ok and self.fail_fast:
-                    stop.set()
-                    _terminate(procs)
-            finally:
-                slots.put(slot)
-
-        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(jobs))]
+        workers = Workers(SweepDisplay([(label, *rest) for label, (_, *rest) in zip(labels, rows)]), self, gpus)
+        threads = [threading.Thread(target=workers.run, args=(job,), daemon=True) for job in jobs]
         try:
-            with display, mps_daemon(self.mps and bool(gpus) and self.jobs_per_gpu > 1):
+            with workers.display, mps_daemon(self.mps and bool(gpus) and self.jobs_per_gpu > 1):
                 for t in threads:
                     t.start()
                 while any(t.is_alive() for t in threads):
-                    display.refresh()
+                    workers.display.refresh()
                     time.sleep(0.5)
         except KeyboardInterrupt:
-            stop.set()
-            _terminate(procs)
+            workers.stop.set()
+            _terminate(workers.procs)
             raise
-        for i, r in enumerate(returns):
-            if r is None:  # not started (fail-fast)
-                returns[i] = _job_return(
-                    jobs[i][0], {"status": "not started"}, JobStatus.FAILED, RuntimeError("not started")
-                )
-        return returns  # type: ignore[return-value]
+        return [job.returned or _job_return(job.overrides, RuntimeError("not started (--fail-fast)")) for job in jobs]
 
 
-def _job_return(
-    overrides: List[str], value: Any, status: JobStatus, error: Optional[BaseException] = None
-) -> JobReturn:
-    ret = JobReturn(overrides=overrides, status=status)
-    ret._return_value = error if error is not None else value
+@dataclass
+class Job:
+    """One worker's share of a sweep: its overrides and its cells as (display row, config, run directory)."""
+
+    overrides: List[str]
+    cells: List[tuple]
+    returned: Optional[JobReturn] = None
+
+
+class Workers:
+    """Runs jobs as worker processes, ``jobs_per_gpu`` at a time on each GPU slot (the CPU when there is none)."""
+
+    def __init__(self, display, launcher: LocalLauncher, gpus: List[str]):
+        self.display, self.launcher = display, launcher
+        self.slots: queue.Queue[Optional[str]] = queue.Queue()
+        for slot in (gpus or [None]) * launcher.jobs_per_gpu:
+            self.slots.put(slot)
+        self.procs: dict = {}
+        self.stop = threading.Event()
+
+    def run(self, job: Job) -> None:
+        from resnet_ablate import store
+        from resnet_ablate.sweep import needs_run, start_worker
+
+        todo = {n: directory for n, cfg, directory in job.cells if needs_run(cfg, directory)}
+        for n, _, _ in job.cells:
+            if n not in todo:
+                self.display.finish(n, "skipped")
+        if not todo:
+            job.returned = _job_return(job.overrides, [store.read_result(d) for _, _, d in job.cells])
+            return
+        slot = self.slots.get()
+        try:
+            if self.stop.is_set():
+                return
+            proc = start_worker(job.overrides, list(todo.values()), slot, self.launcher.jobs_per_gpu)
+            self.procs[id(job)] = proc
+            for n in todo:
+                self.display.start(n, slot)
+            code = proc.wait()
+            ok = code == 0  # without a result, a clean exit means another process holds the cell
+            ended = "killed" if code < 0 else f"exit {code}"
+            missing = {"status": "running elsewhere" if ok else ended}
+            results = [store.read_result(d) or missing for _, _, d in job.cells]
+            log = next(iter(todo.values())) / "train.log"
+            job.returned = _job_return(job.overrides, results if ok else RuntimeError(f"worker {ended}; see {log}"))
+            for (n, _, _), result in zip(job.cells, results):
+                if n in todo:
+                    self.display.finish(n, "stopped" if self.stop.is_set() and not ok else result["status"])
+            if not ok and self.launcher.fail_fast:
+                self.stop.set()
+                _terminate(self.procs)
+        finally:
+            self.slots.put(slot)
+
+
+def _job_return(overrides: List[str], value: Any) -> JobReturn:
+    """What Hydra's launchers return for a job: the task's value, or the error it raised."""
+    failed = isinstance(value, BaseException)
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED if failed else JobStatus.COMPLETED)
+    ret.return_value = value
     return ret
 
 
