@@ -1,7 +1,7 @@
 """The kill campaign: a 10-cell sweep SIGKILLed (the sweep itself, or one of its workers) at random moments and
 rerun until it completes, then checked against the same sweep run once uninterrupted.
 
-    .venv/bin/python benchmarks/faults.py [--seed 0] [--rounds 40] [--out /tmp/faults]
+    .venv/bin/python benchmarks/faults.py [--seed 0] [--kills 30] [--out /tmp/resnet-ablate-faults]
 
 Prints kills, cells, lost (cells without a done result), corrupt (files of ours that do not read back),
 bit-identical (final weights and records equal to the uninterrupted run's) and orphans (workers still alive
@@ -102,7 +102,7 @@ def identical(a: Path, b: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--kills", type=int, default=30, help="stop killing after this many, then let it finish")
     parser.add_argument("--out", type=Path, default=Path("/tmp/resnet-ablate-faults"))
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -119,31 +119,32 @@ def main() -> None:
 
     kills = {"sweep": 0, "worker": 0}
     orphans = 0
-    for _ in range(args.rounds):
+    while sum(kills.values()) < args.kills:
         proc = sweep(attacked, data)
-        while proc.poll() is None and not workers(attacked):  # a kill lands while cells train
+        while proc.poll() is None and not workers(attacked):  # kills land while cells train
             time.sleep(0.1)
-        time.sleep(rng.uniform(0, 8))
-        if proc.poll() is not None:
-            if proc.returncode == 0:
-                break
-            continue
-        if rng.random() < 0.5 and (pids := workers(attacked)):
-            os.kill(rng.choice(pids), signal.SIGKILL)  # as the OOM killer does
-            kills["worker"] += 1
+        while proc.poll() is None and sum(kills.values()) < args.kills:
+            time.sleep(rng.uniform(0, 6))
+            pids = workers(attacked)
+            if proc.poll() is not None or not pids:
+                continue
+            if rng.random() < 0.5:  # a worker, as the OOM killer does; the sweep goes on with the other cells
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills["worker"] += 1
+                continue
+            proc.send_signal(signal.SIGKILL)
             proc.wait()
-            continue
-        pids = workers(attacked)
-        proc.send_signal(signal.SIGKILL)
+            kills["sweep"] += 1
+            deadline = time.time() + 20
+            while time.time() < deadline and any(alive(p) for p in pids):
+                time.sleep(0.2)
+            left = [p for p in pids if alive(p)]
+            orphans += len(left)
+            for p in left:
+                os.kill(p, signal.SIGKILL)
         proc.wait()
-        kills["sweep"] += 1
-        deadline = time.time() + 20
-        while time.time() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.2)
-        left = [p for p in pids if alive(p)]
-        orphans += len(left)
-        for p in left:
-            os.kill(p, signal.SIGKILL)
+        if proc.returncode == 0:
+            break
     final = sweep(attacked, data)  # whatever is left, uninterrupted
     final.wait()
 

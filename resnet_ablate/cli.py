@@ -394,11 +394,17 @@ def table(
 def compare(
     axis: str = typer.Argument(..., help="axis=setting1,setting2[,…], e.g. unit=original,full_preact"),
     filters: Optional[list[str]] = typer.Argument(None, help="key=value filters for the other axes; store.root=DIR"),
+    fmt: str = typer.Option("rich", "--format", help="rich | md | latex | csv"),
+    as_json: bool = typer.Option(False, "--json", help="The rows and verdicts as one JSON object."),
 ):
-    """Settings along one axis: medians and spread over seeds, Δ with bootstrap CIs, and a verdict."""
+    """Settings along one axis over seeds: n, medians, mean ± std, Δ with a BCa bootstrap CI, an exact permutation
+    test's p (paired over seeds when they match), and a verdict that says what the number of seeds allows."""
     from .report.compare import compare as run_compare
     from .report.tables import records
 
+    formats = ("rich", "md", "latex", "csv")
+    if fmt not in formats:
+        fail(f"unknown format {fmt!r}; valid: {', '.join(formats)}")
     key, sep, values = axis.partition("=")
     if not sep or "," not in values:
         fail(f"the axis {axis!r} must be key=a,b[,…] (e.g. unit=original,full_preact)")
@@ -410,17 +416,30 @@ def compare(
         result, verdicts = run_compare(runs, key, settings, where)
     except (ValueError, LookupError) as e:
         fail(str(e))
-    t = Table(*result.columns, title=f"test error (%) by {key}")
-    for _, r in result.iterrows():
-        t.add_row(
-            *[
-                "" if v is None or (isinstance(v, float) and v != v) else f"{v:.2f}" if isinstance(v, float) else str(v)
-                for v in r
-            ]
-        )
-    out.print(t)
-    for v in verdicts:
-        out.print(v, highlight=False)
+    if as_json:
+        rows = json.loads(result.to_json(orient="records"))
+        print(json.dumps({"axis": key, "rows": rows, "verdicts": verdicts}))
+        return
+    shown = result.map(_cell)
+    if fmt == "csv":
+        print(result.to_csv(index=False), end="")
+    elif fmt == "md":
+        print(shown.to_markdown(index=False) + "\n\n" + "\n".join(f"- {v}" for v in verdicts))
+    elif fmt == "latex":
+        print(shown.to_latex(index=False, escape=True, caption=" ".join(verdicts), label=f"tab:compare-{key}"))
+    else:
+        t = Table(*result.columns, title=f"test error (%) by {key}")
+        for _, r in shown.iterrows():
+            t.add_row(*r)
+        out.print(t)
+        for v in verdicts:
+            out.print(v, highlight=False, soft_wrap=True)
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @app.command()

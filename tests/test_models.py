@@ -309,3 +309,24 @@ def test_describe_counts_on_the_meta_device_what_a_real_forward_pass_counts(cfg)
 
     c = cfg("model=resnet164", "model.depth=20", "unit=full_preact", "shortcut=exclusive_gating")
     assert describe(c)["macs"] == count_macs(build_model(c), 32)
+
+
+def test_a_new_shortcut_kind_is_one_registration(cfg):
+    """docs/architecture.md, "Add a shortcut": register a factory; configs, validation and the build follow."""
+    from resnet_ablate.models.shortcuts import PARAMETERS, SHORTCUTS, Scaling, register
+    from resnet_ablate.validate import check_cells
+
+    @register("half_shortcut", ("scale",))
+    def _half(c, in_ch, out_ch, stride, path):
+        return Scaling(path, c.scale, 1.0)
+
+    try:
+        c = cfg("model=resnet20", "model.depth=14", "data=synthetic", "train.device=cpu", "shortcut.kind=half_shortcut")
+        check_cells([c])
+        net = build_model(c)
+        assert isinstance(_unit(net).shortcut, Scaling) and _unit(net).shortcut.scale == 1.0
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        with pytest.raises(ValueError, match="shortcut.p does not apply to shortcut=half_shortcut"):
+            check_cells([cfg("shortcut.kind=half_shortcut", "shortcut.p=0.9", "train.device=cpu", "data=synthetic")])
+    finally:
+        del SHORTCUTS["half_shortcut"], PARAMETERS["half_shortcut"]

@@ -1,7 +1,9 @@
 """Tables, comparisons and figures built from records of real tiny runs."""
 
+import json
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -183,28 +185,75 @@ def test_empty_store_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "no finished runs in the store" in res.output
 
 
-def test_compare_reports_medians_intervals_and_a_verdict(root):
+def test_compare_reports_n_and_what_two_seeds_allow(root):
     res = CliRunner().invoke(app, ["compare", "unit=original,full_preact", "model=resnet110", f"store.root={root}"])
     assert res.exit_code == 0, res.output
-    assert "full_preact vs original: too few finished seeds to tell (n=2/2; need 3+ each)" in res.output
+    assert "full_preact vs original" in res.output and "exact paired permutation (sign-flip) test, n=2/2" in res.output
+    assert "2 paired seeds cannot reach p < 0.05 two-sided; 6 can" in res.output
 
 
-def test_compare_separates_clear_differences_and_not_noise():
+def _runs(errors: dict[str, list[float]], seeds=None) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"unit": u, "seed": (seeds or {}).get(u, range(len(errs)))[s], "error": e, "budget": "paper"}
+            for u, errs in errors.items()
+            for s, e in enumerate(errs)
+        ]
+    ).assign(status="done")
+
+
+def test_five_paired_seeds_never_separate_two_settings_six_can():
+    from scipy import stats
+
     from resnet_ablate.report.compare import compare
 
-    rows = [
-        {"unit": u, "seed": s, "error": e, "budget": "paper"}
-        for u, errs in (
-            ("a", [6.0, 6.2, 6.1, 5.9, 6.3]),
-            ("b", [8.0, 8.3, 8.1, 7.9, 8.2]),
-            ("c", [6.3, 5.8, 6.2, 6.0, 6.1]),
-        )
-        for s, e in enumerate(errs)
-    ]
-    table, verdicts = compare(pd.DataFrame(rows), "unit", ["a", "b", "c"], {})
-    assert table.loc[1, "delta"] == pytest.approx(2.0) and table.loc[1, "ci_low"] > 0
-    assert "b vs a" in verdicts[0] and "the data separate them; a has the lower error" in verdicts[0]
-    assert "c vs a" in verdicts[1] and "not separated at these seeds" in verdicts[1]
+    a, b = [6.0, 6.2, 6.1, 5.9, 6.3, 6.0], [8.0, 8.3, 8.1, 7.9, 8.2, 8.4]
+    table, verdicts = compare(_runs({"a": a[:5], "b": b[:5]}), "unit", ["a", "b"], {})
+    assert table.loc[1, "p"] == pytest.approx(1 / 16)  # every difference positive: the exact floor 2/2^5
+    assert "5 paired seeds cannot reach p < 0.05 two-sided; 6 can" in verdicts[0]
+    table, verdicts = compare(_runs({"a": a, "b": b}), "unit", ["a", "b"], {})
+    assert table.loc[1, "p"] == pytest.approx(1 / 32) and "the data separate them; a has the lower error" in verdicts[0]
+    d = np.array(b) - np.array(a)
+    ci = stats.bootstrap((d,), np.mean, method="BCa", random_state=0).confidence_interval
+    assert (table.loc[1, "ci_low"], table.loc[1, "ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert table.loc[1, "delta"] == pytest.approx(d.mean()) and table.loc[1, "test"].startswith("exact paired")
+
+
+def test_unpaired_seeds_use_the_exact_two_sample_test_as_scipy_computes_it():
+    from scipy import stats
+
+    from resnet_ablate.report.compare import compare
+
+    a, b = [6.0, 6.2, 6.1, 5.9], [7.0, 7.3, 7.1, 6.9, 7.2]
+    runs = _runs({"a": a, "b": b}, {"a": [0, 1, 2, 3], "b": [10, 11, 12, 13, 14]})
+    table, verdicts = compare(runs, "unit", ["a", "b"], {})
+
+    def mean_difference(x, y, axis):
+        return np.mean(y, axis) - np.mean(x, axis)
+
+    expected = stats.permutation_test((a, b), mean_difference, vectorized=True)
+    assert table.loc[1, "p"] == pytest.approx(expected.pvalue) and table.loc[1, "p"] == pytest.approx(2 / 126)
+    assert table.loc[1, "test"] == "exact permutation test" and "n=5/4" in verdicts[0]
+
+
+def test_compare_edge_cases_ties_one_seed_and_a_setting_without_runs():
+    from resnet_ablate.report.compare import compare
+
+    table, verdicts = compare(_runs({"a": [6.0] * 4, "b": [6.0] * 4}), "unit", ["a", "b"], {})
+    assert table.loc[1, "p"] == pytest.approx(1.0) and table.loc[1, "delta"] == 0
+    table, verdicts = compare(_runs({"a": [6.0, 6.1], "b": [7.0]}), "unit", ["a", "b", "c"], {})
+    assert "too few finished seeds to test (n=1/2" in verdicts[0] and "c vs a: too few" in verdicts[1]
+    assert list(table["n"]) == [2, 1, 0]
+
+
+@pytest.mark.parametrize("fmt,needle", [("md", "| unit"), ("csv", "unit,n,median"), ("latex", "\\begin{tabular}")])
+def test_compare_formats_and_json(root, fmt, needle):
+    args = ["compare", "unit=original,full_preact", "model=resnet110", f"store.root={root}"]
+    res = CliRunner().invoke(app, [*args, "--format", fmt])
+    assert res.exit_code == 0 and needle in res.output, res.output
+    res = CliRunner().invoke(app, [*args, "--json"])
+    data = json.loads(res.output)
+    assert [r["n"] for r in data["rows"]] == [2, 2] and data["verdicts"][0].startswith("full_preact vs original")
 
 
 def test_figures_are_drawn_as_png_and_pdf(root, tmp_path):
@@ -212,3 +261,14 @@ def test_figures_are_drawn_as_png_and_pdf(root, tmp_path):
         res = CliRunner().invoke(app, ["plot", name, "data=synthetic", f"store.root={root}", "--out", str(tmp_path)])
         assert res.exit_code == 0, res.output
         assert (tmp_path / f"{name}.png").stat().st_size > 1000 and (tmp_path / f"{name}.pdf").exists()
+
+
+def test_the_notebook_api_gives_the_cli_s_numbers_as_dataframes(root):
+    import resnet_ablate as ra
+
+    df = ra.results(root)
+    assert len(df) == 5 and set(df["status"]) == {"done"}
+    cells = ra.table("table2", df, data="synthetic")
+    assert cells.equals(build("table2", records(root), {"data": "synthetic"})[0])
+    rows = ra.compare(df, "unit", ["original", "full_preact"], model="resnet110")
+    assert list(rows["n"]) == [2, 2] and rows.attrs["verdicts"][0].startswith("full_preact vs original")

@@ -1,31 +1,80 @@
-"""Compare settings along one axis over seeds: medians, spread, bootstrap CIs of the differences, a verdict."""
+"""Compare settings along one axis over seeds, with statistics a reviewer accepts (scipy.stats): an exact
+permutation test for the p-value (paired over seeds when both settings ran the same seeds) and a BCa bootstrap
+interval for the effect, with what the number of seeds allows said in the verdict."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .tables import select
 
-MIN_SEEDS = 3  # below this a bootstrap interval only restates the observed values
+ALPHA = 0.05
+
+
+def _mean_difference(x, y, axis=-1):
+    return np.mean(y, axis=axis) - np.mean(x, axis=axis)
+
+
+def smallest_p(n: int, m: int | None = None) -> float:
+    """The smallest two-sided p an exact permutation test can give: 2/2^n for n pairs, 2/C(n+m, n) unpaired."""
+    return min(1.0, 2 / (2**n if m is None else math.comb(n + m, n)))
+
+
+def difference(a: np.ndarray, b: np.ndarray, paired: bool, seed: int = 0) -> dict[str, Any]:
+    """Δ = mean(b) − mean(a) in points, its 95% BCa bootstrap interval, and the exact permutation test's p."""
+    data = (a, b)
+    kind = "samples" if paired else "independent"
+    p = stats.permutation_test(
+        data, _mean_difference, permutation_type=kind, vectorized=True, n_resamples=100_000, random_state=seed
+    ).pvalue
+    low = high = float("nan")
+    with warnings.catch_warnings():  # a degenerate sample (all equal) has no interval: it stays NaN
+        warnings.simplefilter("ignore")
+        if paired:
+            ci = stats.bootstrap((b - a,), np.mean, method="BCa", random_state=seed).confidence_interval
+        else:
+            ci = stats.bootstrap(data, _mean_difference, method="BCa", random_state=seed).confidence_interval
+        low, high = float(ci.low), float(ci.high)
+    name = "exact paired permutation (sign-flip) test" if paired else "exact permutation test"
+    return {"delta": float(np.mean(b) - np.mean(a)), "ci_low": low, "ci_high": high, "p": float(p), "test": name}
+
+
+def _verdict(s, ref, r: dict, n: int, m: int, paired: bool) -> str:
+    head = (
+        f"{s} vs {ref}: Δ {r['delta']:+.2f} points, 95% BCa CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], "
+        f"p = {r['p']:.4f} ({r['test']}, n={n}/{m})"
+    )
+    floor = smallest_p(n) if paired else smallest_p(n, m)
+    if r["p"] < ALPHA:
+        better = ref if r["delta"] > 0 else s
+        return f"{head}: the data separate them; {better} has the lower error."
+    if floor >= ALPHA:
+        more = next(k for k in range(n, 64) if (smallest_p(k) if paired else smallest_p(k, k)) < ALPHA)
+        seeds, enough = (f"{n} paired seeds", f"{more}") if paired else (f"{n} and {m} seeds", f"{more} each")
+        return f"{head}: not separated; {seeds} cannot reach p < {ALPHA} two-sided; {enough} can."
+    return f"{head}: not separated at these seeds."
 
 
 def compare(
-    df: pd.DataFrame, axis: str, settings: list[Any], filters: dict[str, Any], resamples: int = 10000, seed: int = 0
+    df: pd.DataFrame, axis: str, settings: list[Any], filters: dict[str, Any], seed: int = 0
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Per setting: n, median, mean, std of test error (%); vs the first setting: Δ median with a 95% bootstrap CI
-    (paired over matching seeds when every seed is shared), and a verdict in words."""
+    """Per setting: n, median, mean, std of test error (%); vs the first setting: Δ mean, its CI, the p-value and the
+    test used; and a verdict in words."""
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first")
     df = select(df, filters)
+    df = df[df["status"] == "done"].dropna(subset=["error"])
     groups = {s: select(df, {axis: s}) for s in settings}
     budgets = sorted(df[df[axis].astype(str).isin([str(s) for s in settings])]["budget"].dropna().unique())
     if len(budgets) > 1 and "budget" not in filters:
         raise LookupError(f"the runs mix budgets {', '.join(budgets)}; pick one with budget=NAME")
     rows, verdicts = [], []
-    rng = np.random.default_rng(seed)
     ref_name, ref = settings[0], groups[settings[0]]
     for s, g in groups.items():
         e = g["error"].to_numpy(float)
@@ -35,40 +84,16 @@ def compare(
             "median": np.median(e) if len(e) else None,
             "mean": e.mean() if len(e) else None,
             "std": e.std(ddof=1) if len(e) > 1 else None,
-            "delta": None,
-            "ci_low": None,
-            "ci_high": None,
+            **dict.fromkeys(("delta", "ci_low", "ci_high", "p", "test")),
         }
-        if s != ref_name and min(len(e), len(ref)) < MIN_SEEDS:
-            verdicts.append(
-                f"{s} vs {ref_name}: too few finished seeds to tell (n={len(e)}/{len(ref)}; need {MIN_SEEDS}+ each)."
-            )
+        if s != ref_name and min(len(e), len(ref)) < 2:
+            verdicts.append(f"{s} vs {ref_name}: too few finished seeds to test (n={len(e)}/{len(ref)}; need 2+ each).")
         elif s != ref_name:
             a, b = ref.set_index("seed")["error"], g.set_index("seed")["error"]
-            paired = set(a.index) == set(b.index)
-            if paired:
-                d = (b - a.loc[b.index]).to_numpy(float)
-                boots = np.median(d[rng.integers(0, len(d), (resamples, len(d)))], axis=1)
-                delta = float(np.median(d))
-            else:
-                x, y = a.to_numpy(float), b.to_numpy(float)
-                boots = np.median(y[rng.integers(0, len(y), (resamples, len(y)))], axis=1) - np.median(
-                    x[rng.integers(0, len(x), (resamples, len(x)))], axis=1
-                )
-                delta = float(np.median(y) - np.median(x))
-            lo, hi = np.percentile(boots, [2.5, 97.5])
-            row.update(delta=delta, ci_low=lo, ci_high=hi)
-            kind = "paired over seeds" if paired else "unpaired"
-            if lo > 0 or hi < 0:
-                better = ref_name if lo > 0 else s
-                verdicts.append(
-                    f"{s} vs {ref_name}: Δ {delta:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] ({kind}, "
-                    f"n={len(e)}/{len(ref)}): the data separate them; {better} has the lower error."
-                )
-            else:
-                verdicts.append(
-                    f"{s} vs {ref_name}: Δ {delta:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}] ({kind}, "
-                    f"n={len(e)}/{len(ref)}): not separated at these seeds."
-                )
+            paired = set(a.index) == set(b.index) and a.index.is_unique and b.index.is_unique
+            x, y = (a.loc[b.index].to_numpy(float), b.to_numpy(float)) if paired else (a.to_numpy(float), e)
+            result = difference(x, y, paired, seed)
+            row.update(result)
+            verdicts.append(_verdict(s, ref_name, result, len(y), len(x), paired))
         rows.append(row)
     return pd.DataFrame(rows), verdicts

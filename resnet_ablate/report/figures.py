@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .. import store  # noqa: E402
+from ..schema import ShortcutConfig  # noqa: E402
 from . import paper  # noqa: E402
 from .tables import records, select  # noqa: E402
 
@@ -19,12 +20,13 @@ FIGURES = (*paper.FIGURES, "gradient-flow", "runs")
 
 
 def _label(r: pd.Series) -> str:
-    extra = {
-        "scaling": f" λ={r['scale']:g} μ={r['scale_residual']:g}",
-        "exclusive_gating": f" b_g={r['gate_bias']:g}",
-        "shortcut_gating": f" b_g={r['gate_bias']:g}",
-        "dropout": f" p={r['p']:g}",
-    }.get(r["shortcut"], "")
+    """model, unit, shortcut and the shortcut parameters set away from their defaults, seed."""
+    defaults = ShortcutConfig()
+    extra = "".join(
+        f" {name}={r[name]:g}"
+        for name in ("scale", "scale_residual", "gate_bias", "p")
+        if isinstance(r.get(name), (int, float)) and r[name] != getattr(defaults, name)
+    )
     return f"{r['model']} {r['unit']} {r['shortcut']}{extra} seed {r['seed']}"
 
 
