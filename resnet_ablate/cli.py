@@ -309,6 +309,8 @@ def _note_skipped(skipped) -> None:
 
 def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
     """``key=value`` or ``key=a,b`` filters over run records (numbers typed as such); ``store.root=DIR`` apart."""
+    from .presets import typed
+
     root, filters = "results", {}
     for arg in args or []:
         key, sep, value = arg.partition("=")
@@ -317,18 +319,9 @@ def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
         if key == "store.root":
             root = value
             continue
-        values = [_typed(v) for v in value.split(",")]
+        values = [typed(v) for v in value.split(",")]
         filters[key] = values if len(values) > 1 else values[0]
     return root, filters
-
-
-def _typed(value: str):
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
 
 
 @app.command()
@@ -408,8 +401,10 @@ def compare(
     key, sep, values = axis.partition("=")
     if not sep or "," not in values:
         fail(f"the axis {axis!r} must be key=a,b[,…] (e.g. unit=original,full_preact)")
+    from .presets import typed
+
     root, where = _filters(filters)
-    settings = [_typed(v) for v in values.split(",")]
+    settings = [typed(v) for v in values.split(",")]
     runs = records(root)
     _note_skipped(runs.attrs["skipped"])
     try:

@@ -27,14 +27,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
-from . import checkpoint, store
+from . import checkpoint, presets, store
 from .config import compose, conf_dir, key_fields, with_seed
 from .schema import Rerun
 from .status import Status
-
-
-def presets() -> list[str]:
-    return sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
 
 
 def expand_grid(lines: list[str], params: list[str], arguments: list[str]) -> list[list[str]]:
@@ -63,11 +59,8 @@ def _choices(override: Override) -> list[str]:
 
 
 def preset_grid(preset: str, arguments: list[str]) -> list[list[str]]:
-    if preset not in presets():
-        raise ValueError(f"unknown sweep preset {preset!r}; valid: {', '.join(presets())}")
-    hydra_cfg = compose([f"sweep={preset}"], return_hydra_config=True).hydra.sweeper
-    params = [f"{k}={v}" for k, v in (hydra_cfg.params or {}).items()]
-    return expand_grid(list(hydra_cfg.grid), params, arguments)
+    spec = presets.load(preset)
+    return expand_grid(spec.lines(), [f"{k}={v}" for k, v in spec.params.items()], arguments)
 
 
 def axes(cells: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:

@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 from resnet_ablate import store
 from resnet_ablate.cli import app
 from resnet_ablate.config import compose
-from resnet_ablate.report import paper
-from resnet_ablate.report.tables import build, records
+from resnet_ablate.report.tables import build, cells, records
 from resnet_ablate.sweep import run_cells
 
 TINY = [
@@ -53,12 +52,19 @@ def root(tmp_path_factory):
     return root
 
 
-def test_reference_numbers_match_paper_md():
-    assert paper.TABLE2["full_preact"] == {"resnet110": 6.37, "resnet164": 5.46}
-    assert paper.TABLE3[("cifar100", "resnet1001")] == {"original": 27.82, "full_preact": 22.71}
-    assert [v for label, _, v in paper.TABLE1 if "b_g=-6" in label] == [8.70, 6.91]
-    assert paper.TABLE4[("cifar10", "resnet1001", 64)] == (4.62, 4.69, 0.20)
-    assert paper.TABLE5[("imagenet_resnet200", "full_preact")] == (20.7, 5.3)
+def _paper(table: str) -> dict:
+    return {(c.row, c.column): c.paper for c in cells(table)[0]}
+
+
+def test_the_presets_hold_the_papers_numbers():
+    table2 = _paper("table2")
+    assert table2[("full_preact", "resnet110")] == 6.37 and table2[("full_preact", "resnet164")] == 5.46
+    assert _paper("table3")[("cifar100 resnet1001", "full_preact")] == 22.71
+    assert [v for (row, _), v in _paper("table1").items() if "b_g=-6" in row] == [8.70, 6.91]
+    assert list(_paper("table1").values()).count("fail") == 9
+    assert _paper("table4")[("cifar10 resnet1001 batch 64", "full_preact")] == 4.62
+    assert _paper("table5")[("imagenet_resnet200 full_preact", "top-5")] == 5.3
+    assert {c.metric for c in cells("table5")[0] if c.column == "top-5"} == {"error_top5"}
 
 
 def test_aggregation_is_exact_over_the_runs_records(root):

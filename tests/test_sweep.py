@@ -11,9 +11,9 @@ import zipfile
 import pytest
 import torch
 
-from resnet_ablate import store
+from resnet_ablate import presets, store
 from resnet_ablate.config import conf_dir
-from resnet_ablate.sweep import expand_grid, preset_grid, presets
+from resnet_ablate.sweep import expand_grid, preset_grid
 
 from .conftest import ROOT, cli, start_cli
 
@@ -29,7 +29,35 @@ def test_every_config_of_every_group_composes(cfg, group):
 
 
 def test_presets_name_every_comparison_of_the_paper():
-    assert {"table1", "table2", "table3", "table4", "table5", "figure1", "figure3", "figure6"} <= set(presets())
+    assert presets.names("table") == ["table1", "table2", "table3", "table4", "table5"]
+    assert presets.names("figure") == ["figure1", "figure3", "figure6"]
+
+
+@pytest.mark.parametrize("preset", presets.names())
+def test_every_cell_of_every_preset_composes_and_validates(cfg, preset):
+    """The whole grid of each table and figure, as the sweep would run it (the data check aside: no CIFAR here)."""
+    from resnet_ablate.validate import check_architecture, check_values
+
+    built = set()
+    for cell in preset_grid(preset, ["seed=0"]):
+        c = cfg(*cell)
+        check_values(c)
+        arch = str([c.model, c.unit, c.shortcut])
+        if arch not in built:
+            built.add(arch)
+            check_architecture(c)
+    assert built
+
+
+def test_a_table_preset_derives_both_the_grid_and_the_report_cells():
+    from resnet_ablate.report.tables import cells
+
+    specs, base = cells("table2")
+    grid = preset_grid("table2", ["seed=0"])
+    assert len(specs) == len(grid) == 10 and base == {"shortcut": "identity", "data": "cifar10"}
+    assert {(c.match["unit"], c.match["model"]) for c in specs} == {
+        (o["unit"], o["model"]) for o in (dict(x.split("=") for x in cell) for cell in grid)
+    }
 
 
 @pytest.mark.parametrize(

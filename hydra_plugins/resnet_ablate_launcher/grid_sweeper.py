@@ -17,6 +17,8 @@ class GridSweeperConf:
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
     grid: List[str] = field(default_factory=list)
+    table: Optional[Any] = None  # a paper table's columns and rows (resnet_ablate/presets.py)
+    figure: Optional[Any] = None  # a paper figure's panels
 
 
 ConfigStore.instance().store(
@@ -31,8 +33,11 @@ def _pack(cells: List[List[str]]) -> List[str]:
 
 
 class GridSweeper(Sweeper):
-    def __init__(self, max_batch_size: Optional[int], params: Optional[dict] = None, grid: Any = None):
-        self.max_batch_size, self.params, self.grid = max_batch_size, dict(params or {}), list(grid or [])
+    def __init__(self, max_batch_size: Optional[int], params: Any = None, grid: Any = None, table=None, figure=None):
+        from resnet_ablate.presets import Preset
+
+        self.max_batch_size = max_batch_size
+        self.spec = Preset.from_sweeper("", {"params": params, "grid": grid, "table": table, "figure": figure})
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -43,7 +48,7 @@ class GridSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from resnet_ablate.sweep import expand_grid, stack_seeds
 
-        cells = expand_grid(self.grid, [f"{k}={v}" for k, v in self.params.items()], arguments)
+        cells = expand_grid(self.spec.lines(), [f"{k}={v}" for k, v in self.spec.params.items()], arguments)
         cells = stack_seeds(cells, int(self.config.launcher.seeds_together))
         k = int(self.config.launcher.jobs_per_gpu)
         if k > 1 and not getattr(self.launcher, "shares_gpus", False):  # ours shares GPUs itself; others get packs

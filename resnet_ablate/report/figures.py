@@ -11,12 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .. import store  # noqa: E402
+from .. import presets, store  # noqa: E402
+from ..presets import match  # noqa: E402
 from ..schema import ShortcutConfig  # noqa: E402
-from . import paper  # noqa: E402
 from .tables import records, select  # noqa: E402
 
-FIGURES = (*paper.FIGURES, "gradient-flow", "runs")
+PRESETS = presets.names("figure")  # the paper's figures: conf/sweep/figureN.yaml
+FIGURES = (*PRESETS, "gradient-flow", "runs")
 
 
 def _label(r: pd.Series) -> str:
@@ -69,10 +70,12 @@ def plot(name: str, root: str | Path, filters: dict[str, Any], out: Path) -> lis
     df = records(root)
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
-    base = {"data": "cifar10", **filters} if name in paper.FIGURES else dict(filters)
-    df = select(df, {k: v for k, v in base.items()})
-    if name in paper.FIGURES:
-        panels = [pd.concat([_runs(df, m).head(1) for m in panel]) for panel in paper.FIGURES[name]]
+    figure = [[match(cell) for cell in panel] for panel in presets.load(name).panels] if name in PRESETS else []
+    base = {**(presets.load(name).base() if figure else {}), **filters}
+    drawn = {k for panel in figure for m in panel for k in m}
+    df = select(df, {k: v for k, v in base.items() if k not in drawn})
+    if figure:  # each panel: the first seed of each of its cells
+        panels = [pd.concat([_runs(df, m).head(1) for m in panel]) for panel in figure]
     else:
         panels = [df.sort_values(["model", "unit", "shortcut", "seed"])]
     if not any(len(p) for p in panels):

@@ -1,4 +1,5 @@
-"""The paper's Tables 1–5 from our runs: tidy per-run records, aggregated over seeds, beside the paper.
+"""The paper's Tables 1–5 from our runs: tidy per-run records, aggregated over seeds, beside the paper's numbers
+(each table's cells and numbers are its preset's, ``conf/sweep/tableN.yaml``).
 
 ``records(root)`` gives one row per ended run; ``build(name, records, filters)`` gives one row per table cell
 (ours: median, mean, std, n; the paper's number; Δ); ``layout`` pivots that into the paper's shape.
@@ -13,13 +14,10 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from .. import store
+from .. import presets, store
 from ..config import conf_dir
+from ..presets import COLUMNS, match
 from ..status import is_fail, outcome
-from . import paper
-
-TABLES = ("table1", "table2", "table3", "table4", "table5")
-
 
 PAPER_BUDGETS = ("paper", "imagenet")  # the paper's own lengths of training
 
@@ -28,25 +26,6 @@ def _field(config: dict, dotted: str):
     for key in dotted.split("."):
         config = config.get(key) if isinstance(config, dict) else None
     return config
-
-
-COLUMNS = {  # record column: where result.json's config holds it
-    "model": "model.name",
-    "depth": "model.depth",
-    "unit": "unit.name",
-    "shortcut": "shortcut.kind",
-    "scale": "shortcut.scale",
-    "scale_residual": "shortcut.scale_residual",
-    "gate_bias": "shortcut.gate_bias",
-    "p": "shortcut.p",
-    "data": "data.name",
-    "test_size": "data.test_size",
-    "batch": "train.batch_size",
-    "budget": "train.budget",
-    "iterations": "train.iterations",
-    "precision": "train.precision",
-    "seed": "seed",
-}
 
 
 def records(root: str | Path) -> pd.DataFrame:
@@ -81,37 +60,16 @@ class TableCell:
 
 
 def cells(name: str) -> tuple[list[TableCell], dict[str, Any]]:
-    """The cells of a paper table and the filter common to them (which the user may override)."""
-    if name == "table1":
-        return [TableCell(label, m, p, "error") for label, m, p in paper.TABLE1], {
-            "model": "resnet110",
-            "unit": "original",
-            "data": "cifar10",
-        }
-    if name == "table2":
-        return [
-            TableCell(u, net, {"unit": u, "model": net}, v)
-            for u, cols in paper.TABLE2.items()
-            for net, v in cols.items()
-        ], {"shortcut": "identity", "data": "cifar10"}
-    if name == "table3":
-        return [
-            TableCell(f"{data} {net}", u, {"data": data, "model": net, "unit": u}, v)
-            for (data, net), cols in paper.TABLE3.items()
-            for u, v in cols.items()
-        ], {"shortcut": "identity"}
-    if name == "table4":
-        return [
-            TableCell(f"{data} {net} batch {b}", "full_preact", {"data": data, "model": net, "batch": b}, v[0])
-            for (data, net, b), v in paper.TABLE4.items()
-        ], {"shortcut": "identity", "unit": "full_preact"}
-    if name == "table5":
-        return [
-            TableCell(f"{net} {u}", col, {"model": net, "unit": u}, v[i], metric)
-            for (net, u), v in paper.TABLE5.items()
-            for i, (col, metric) in enumerate((("top-1", "error"), ("top-5", "error_top5")))
-        ], {"data": "imagenet", "test_size": 320}
-    raise ValueError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
+    """The cells of a paper table (its preset's rows × columns) and the filter common to them (which the user may
+    override)."""
+    if name not in presets.names("table"):
+        raise ValueError(f"unknown table {name!r}; valid: {', '.join(presets.names('table'))}")
+    spec = presets.load(name)
+    return [
+        TableCell(r.label, c.label, {**match(r.overrides), **match(c.overrides)}, value, c.metric)
+        for r in spec.rows
+        for c, value in zip(spec.columns, r.paper)
+    ], spec.base()
 
 
 def select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:

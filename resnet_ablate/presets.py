@@ -1,0 +1,133 @@
+"""The presets of ``conf/sweep/``: a grid of cells and, for the paper's tables and figures, what the report shows.
+
+A preset's ``hydra.sweeper`` holds ``params`` (common to every cell) and any of: ``grid`` (lines in Hydra's
+override grammar; the grid is the union of their Cartesian products), ``table`` (columns and rows, each with the
+overrides that make it; a row carries the paper's number for each column) and ``figure`` (panels, each a list of
+cells). The sweep runs the union of all three; the report reads the table's cells and the figure's panels back.
+A new table or figure is one YAML file (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from .config import conf_dir
+
+# Record columns (one row per run in the report) and where each run's config holds them.
+COLUMNS = {
+    "model": "model.name",
+    "depth": "model.depth",
+    "unit": "unit.name",
+    "shortcut": "shortcut.kind",
+    "scale": "shortcut.scale",
+    "scale_residual": "shortcut.scale_residual",
+    "gate_bias": "shortcut.gate_bias",
+    "p": "shortcut.p",
+    "data": "data.name",
+    "test_size": "data.test_size",
+    "batch": "train.batch_size",
+    "budget": "train.budget",
+    "iterations": "train.iterations",
+    "precision": "train.precision",
+    "seed": "seed",
+}
+# Config groups, whose override names a preset: where the name lands in the config.
+GROUPS = {
+    "model": "model.name",
+    "unit": "unit.name",
+    "shortcut": "shortcut.kind",
+    "data": "data.name",
+    "budget": "train.budget",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    overrides: str
+    metric: str = "error"  # the record column it reports: error (top-1) or error_top5
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    overrides: str
+    paper: tuple  # the paper's number (%) for each column, or "fail"
+
+
+@dataclass
+class Preset:
+    name: str
+    params: dict[str, str]
+    grid: list[str] = field(default_factory=list)
+    columns: list[Column] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    panels: list[list[str]] = field(default_factory=list)
+
+    @classmethod
+    def from_sweeper(cls, name: str, sweeper) -> Preset:
+        """From a preset's ``hydra.sweeper`` node (as YAML or as Hydra composed it)."""
+        node = OmegaConf.to_container(sweeper) if OmegaConf.is_config(sweeper) else dict(sweeper)
+        table = node.get("table") or {}
+        return cls(
+            name,
+            {k: str(v) for k, v in (node.get("params") or {}).items()},
+            list(node.get("grid") or []),
+            [Column(*c) for c in table.get("columns", [])],
+            [Row(r[0], r[1], tuple(r[2:])) for r in table.get("rows", [])],
+            [list(p) for p in node.get("figure") or []],
+        )
+
+    def lines(self) -> list[str]:
+        """The grid lines of every cell: the explicit grid, each table cell (row and column), each figure cell."""
+        cells = [f"{r.overrides} {c.overrides}".strip() for r in self.rows for c in self.columns]
+        return [*self.grid, *cells, *(cell for panel in self.panels for cell in panel)]
+
+    def base(self) -> dict[str, Any]:
+        """The record filter common to every cell: ``params`` less the seeds."""
+        return match(" ".join(f"{k}={v}" for k, v in self.params.items() if k != "seed"))
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Every preset, or those with a ``table`` or a ``figure``."""
+    found = sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
+    return found if kind is None else [n for n in found if kind in OmegaConf.load(_path(n)).hydra.sweeper]
+
+
+def load(name: str) -> Preset:
+    if name not in names():
+        raise ValueError(f"unknown sweep preset {name!r}; valid: {', '.join(names())}")
+    return Preset.from_sweeper(name, OmegaConf.load(_path(name)).hydra.sweeper)
+
+
+def _path(name: str):
+    return conf_dir() / "sweep" / f"{name}.yaml"
+
+
+def match(overrides: str) -> dict[str, Any]:
+    """Overrides (``model=resnet110 shortcut.gate_bias=-6``) as a record filter (``{"model": "resnet110",
+    "gate_bias": -6}``)."""
+    fields = {path: column for column, path in COLUMNS.items()}
+    out = {}
+    for override in shlex.split(overrides):
+        key, _, value = override.partition("=")
+        path = GROUPS.get(key, key)
+        if path not in fields:
+            valid = ", ".join(fields)
+            raise ValueError(f"{key!r} in a preset's table or figure is not a record column; valid: {valid}")
+        out[fields[path]] = typed(value)
+    return out
+
+
+def typed(value: str):
+    """A command-line value as the number it spells, else as text."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
