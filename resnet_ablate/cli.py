@@ -130,7 +130,6 @@ def sweep(
 ):
     """Run every cell of a preset grid (skip ended cells, resume partial ones)."""
     from . import store
-    from .status import Status
     from .step import check_together
     from .sweep import check_launcher, plan
     from .validate import check_cells
@@ -175,6 +174,14 @@ def sweep(
                 128 + (received[0] if received else signal.SIGINT),
             )
     _print_cells(cells, None)
+    _fail_unless_every_cell_ended(cells)
+
+
+def _fail_unless_every_cell_ended(cells) -> None:
+    """Exit 1 when a cell failed or did not end (a killed worker leaves no result); cells another process is
+    training are not this sweep's to judge."""
+    from .status import Status
+
     statuses = [c.status for c in cells]
     failed = statuses.count(Status.failed)
     unended = statuses.count(Status.pending) + statuses.count(Status.partial)
@@ -510,18 +517,13 @@ def bench(
     if as_json:
         print(json.dumps({"device": device_name, "peak_tflops": peak, "rows": rows}))
         return
-    t = Table(
-        "model",
-        "setup",
-        "jobs × streams × seeds",
-        "images/s",
-        "ms/step",
-        "MFU",
-        "peak mem GB",
-        "warm-up+compile s",
-        "× baseline",
-        title=f"training throughput on {device_name} (batch {cfg.train.batch_size}; peak {peak:.1f} TFLOP/s)",
-    )
+    title = f"training throughput on {device_name} (batch {cfg.train.batch_size}; peak {peak:.1f} TFLOP/s)"
+    out.print(_bench_table(rows, title))
+
+
+def _bench_table(rows: list[dict], title: str) -> Table:
+    columns = ["model", "setup", "jobs × streams × seeds", "images/s", "ms/step", "MFU", "peak mem GB"]
+    t = Table(*columns, "warm-up+compile s", "× baseline", title=title)
     for r in rows:
         t.add_row(
             r["model"],
@@ -534,7 +536,7 @@ def bench(
             f"{r['warmup_compile_s']:.1f}" if "warmup_compile_s" in r else "",
             f"{r['x_baseline']:.2f}" if r.get("x_baseline") else "",
         )
-    out.print(t)
+    return t
 
 
 def torch_device_name(device) -> str:
