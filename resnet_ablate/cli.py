@@ -464,6 +464,27 @@ def plot(
 
 
 @app.command()
+def report(
+    filters: Optional[list[str]] = typer.Argument(None, help="key=value filters, e.g. data=cifar10; store.root=DIR"),
+    out_file: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
+):
+    """One self-contained HTML page: every paper table the store can fill, the figures, the verdicts of Table 2's
+    placements and Table 1's shortcuts, and the provenance of every number."""
+    from .files import atomic_write
+    from .report.page import report as render
+    from .store import scan
+
+    root, where = _filters(filters)
+    _note_skipped(scan(root)[1])
+    try:
+        html = render(root, where)
+    except (ValueError, LookupError) as e:
+        fail(str(e))
+    atomic_write(out_file, html.encode())
+    out.print(f"wrote {out_file}")
+
+
+@app.command()
 def bench(
     overrides: Optional[list[str]] = OVERRIDES,
     models: str = typer.Option("resnet20", help="Comma list of model presets."),

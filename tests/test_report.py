@@ -278,3 +278,47 @@ def test_the_notebook_api_gives_the_cli_s_numbers_as_dataframes(root):
     assert cells.equals(build("table2", records(root), {"data": "synthetic"})[0])
     rows = ra.compare(df, "unit", ["original", "full_preact"], model="resnet110")
     assert list(rows["n"]) == [2, 2] and rows.attrs["verdicts"][0].startswith("full_preact vs original")
+
+
+def test_the_report_is_one_page_with_the_tables_verdicts_figures_and_provenance(root, tmp_path):
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(app, ["report", "data=synthetic", f"store.root={root}", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert "<h3>table2</h3>" in html and "full_preact" in html and "(6.61)" in html
+    assert "Table 2, resnet110: full_preact vs original" in html
+    assert html.count('src="data:image/png;base64,') >= 3 and "http" not in html.split("<body>")[1]
+    assert "<th>runs</th><td>5</td>" in html and "<th>budgets</th><td>smoke</td>" in html
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_a_real_browser(root, tmp_path):
+    """Headless Chromium (Debian's, installed by .ci/run) loads the page: the tables are in its DOM, the screenshot
+    is not blank, and the console reports no errors."""
+    import shutil
+    import subprocess
+
+    from PIL import Image, ImageStat
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    page = tmp_path / "report.html"
+    CliRunner().invoke(app, ["report", "data=synthetic", f"store.root={root}", "--out", str(page)])
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--enable-logging=stderr", "--v=0", "--window-size=1200,1600",
+    ]  # fmt: skip
+
+    def browse(*args):
+        profile = ["--user-data-dir=" + str(tmp_path / f"profile{len(list(tmp_path.iterdir()))}")]
+        return subprocess.run([chromium, *flags, *profile, *args, page.as_uri()], capture_output=True, timeout=120)
+
+    dom = browse("--dump-dom")
+    assert dom.returncode == 0 and b"table2" in dom.stdout and b"full_preact vs original" in dom.stdout
+    assert b"Uncaught" not in dom.stderr and b"CONSOLE" not in dom.stderr
+    shot = tmp_path / "shot.png"
+    assert browse(f"--screenshot={shot}").returncode == 0
+    stats = ImageStat.Stat(Image.open(shot).convert("L"))
+    assert stats.stddev[0] > 10  # text and tables, not a blank page
