@@ -122,7 +122,7 @@ def sweep(
     preset: str = typer.Argument(..., help="table1 … table5, figure1, figure3, figure6 (conf/sweep/)"),
     overrides: Optional[list[str]] = OVERRIDES,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and an estimate of GPU-hours; run nothing."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun failed and diverged cells."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun diverged cells (failed ones always rerun)."),
     force: bool = typer.Option(False, "--force", help="Recompute every cell."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop the sweep at the first failing cell."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Comma list of GPU ids for the local launcher."),

@@ -122,7 +122,7 @@ class TrainConfig:
 
 class Rerun(str, Enum):
     none = "none"  # skip ended cells, resume partial ones
-    failed = "failed"  # also rerun failed and diverged cells (--retry-failed)
+    failed = "failed"  # also rerun diverged cells (--retry-failed); failed cells always rerun
     all = "all"  # recompute every cell (--force)
 
 

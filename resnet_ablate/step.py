@@ -45,11 +45,11 @@ class TrainStep:
         self.forward, self.opt, self.autocast = forward, opt, autocast
         device = opt.param_groups[0]["params"][0].device
         self.lr = torch.zeros((), device=device)
-        self.keep_lr()
+        self.use_lr_tensor()
         self.stats = torch.zeros(k, 2, dtype=torch.float64, device=device)  # per network: loss sum, errors
         self.capture, self.warm, self.graph, self.inputs = capture, 0, None, ()
 
-    def keep_lr(self) -> None:
+    def use_lr_tensor(self) -> None:
         """Point every param group at the lr tensor (after ``opt.load_state_dict`` replaced it)."""
         for param_group in self.opt.param_groups:
             param_group["lr"] = self.lr

@@ -113,7 +113,7 @@ class Training:
             r.model.load_state_dict(ckpt["model"])
         states = [c["optimizer"] for c in ckpts]
         self.opt.load_state_dict(states[0] if len(states) == 1 else stacked_state(states))
-        self.step.keep_lr()
+        self.step.use_lr_tensor()
         rank = self.group.rank
         checkpoint.set_rng_states(ckpts[0]["rng"][rank], self.device)  # the global RNGs: one per process
         for i, (r, ckpt) in enumerate(zip(self.runs, ckpts)):

@@ -309,5 +309,5 @@ def test_the_step_reads_the_learning_rate_from_one_tensor_that_survives_loading_
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert step.stats[0, 0] > 0 and 0 <= step.stats[0, 1] <= 8  # loss sum and errors of both steps
     opt.load_state_dict(opt.state_dict())
-    step.keep_lr()
+    step.use_lr_tensor()
     assert all(g["lr"] is step.lr for g in opt.param_groups)
