@@ -213,7 +213,7 @@ def _interrupted_by_sigterm():
 def _print_cells(cells, tflops: Optional[float]) -> None:
     """The cells as a table: the axes that vary (as columns), status, run directory, GPU-hour estimate."""
     from .sweep import axes as grid_axes
-    from .sweep import gpu_hours
+    from .sweep import forward_macs, gpu_hours
 
     values, axes = grid_axes([c.overrides for c in cells])
     fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in axes)
@@ -228,7 +228,7 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
         *(["GPU-h"] if tflops else []),
         title=fixed or None,
     )
-    hours_of: dict[str, float] = {}
+    macs: dict[str, int] = {}
     hours, counts = 0.0, {}
     for c, v in zip(cells, values):
         status = c.status
@@ -236,9 +236,9 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
         row = [v.get(k, "") for k in axes] + [status, *([jobs.get(c.directory, "")] if jobs else []), str(c.directory)]
         if tflops:
             arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
-            if arch not in hours_of:
-                hours_of[arch] = gpu_hours(c.cfg, tflops)
-            h = hours_of[arch]
+            if arch not in macs:
+                macs[arch] = forward_macs(c.cfg)
+            h = gpu_hours(c.cfg, macs[arch], tflops)
             hours += h if status not in ("done", "diverged") else 0
             row.append(f"{h:.3g}")
         table.add_row(*row)

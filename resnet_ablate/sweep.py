@@ -108,16 +108,20 @@ def check_launcher(args: list[str]) -> None:
                 )
 
 
-def gpu_hours(cfg: DictConfig, tflops: float) -> float:
-    """An estimate of one cell's GPU-hours: its multiply-adds (×6 for a training step: forward, and backward
-    twice as dear) times its images, at ``tflops`` effective TFLOP/s."""
+def forward_macs(cfg: DictConfig) -> int:
+    """Multiply-adds of one image's forward pass through the cell's network (counted on the meta device)."""
     import torch
 
     from .models import build_model, count_macs
 
     with torch.device("meta"):  # shapes only
         net = build_model(cfg)
-    macs = count_macs(net, cfg.data.image_size if cfg.data.name == "imagenet" else 32)
+    return count_macs(net, cfg.data.image_size if cfg.data.name == "imagenet" else 32)
+
+
+def gpu_hours(cfg: DictConfig, macs: int, tflops: float) -> float:
+    """An estimate of one cell's GPU-hours: its network's multiply-adds per image (×6 for a training step: forward,
+    and backward twice as dear) times its images, at ``tflops`` effective TFLOP/s."""
     return 6 * macs * cfg.train.batch_size * cfg.train.iterations / (tflops * 1e12) / 3600
 
 

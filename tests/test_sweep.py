@@ -105,6 +105,14 @@ def test_dry_run_lists_cells_and_runs_nothing(tmp_path):
     assert not list(tmp_path.glob("runs/*"))
 
 
+def test_the_gpu_hour_estimate_is_per_cell_not_per_architecture(tmp_path):
+    """Table 4 trains ResNet-1001 at batch 128 and at batch 64: one network, half the images."""
+    proc = cli("sweep", "table4", "seed=0", "data=cifar10", f"store.root={tmp_path}", "--dry-run", check=True)
+    rows = [line.split("│") for line in proc.stdout.splitlines() if "resnet1001" in line]  # model │ batch │ …
+    hours = {row[2].strip(): float(row[-2]) for row in rows}
+    assert hours["64"] == pytest.approx(hours["128"] / 2, rel=0.02)
+
+
 def test_unwritable_store_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
