@@ -255,6 +255,7 @@ def status(
 ):
     """What is done, running, failed or pending, read from the store."""
     from . import store
+    from .presets import lookup
     from .sweep import plan, slurm_jobs
 
     args = list(overrides or [])
@@ -280,7 +281,7 @@ def status(
         table.add_row(
             d.name,
             str(store.cell_status(d)),
-            *(str(_get(c, key)) for key in ("model.name", "unit.name", "shortcut.kind", "data.name", "seed")),
+            *(_cell(lookup(c, k)) for k in ("model.name", "unit.name", "shortcut.kind", "data.name", "seed")),
             f"{100 * err:.2f}%" if isinstance(err, (int, float)) else "",
             *([jobs.get(d, "")] if jobs else []),
         )
@@ -298,12 +299,6 @@ def _config_yaml(directory: Path) -> dict:
     except Exception:  # missing, binary, not YAML, not a mapping: omegaconf and yaml raise many kinds
         return {}
     return c if isinstance(c, dict) else {}
-
-
-def _get(config: dict, dotted: str):
-    for key in dotted.split("."):
-        config = config.get(key, "") if isinstance(config, dict) else ""
-    return config
 
 
 def _note_skipped(skipped) -> None:
@@ -527,7 +522,10 @@ def bench(
         except ValueError as e:
             fail(str(e))
     cfg = compose_or_fail(base)
-    device = resolve_device(cfg.train.device)
+    try:
+        device = resolve_device(cfg.train.device)
+    except ValueError as e:
+        fail(str(e))
     peak = peak or measure_peak_tflops(device)
     for model, mode, precision in itertools.product(models.split(","), compile_modes.split(","), precisions.split(",")):
         compose_or_fail([*base, f"model={model}", f"train.compile={mode}", f"train.precision={precision}"])

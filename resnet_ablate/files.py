@@ -14,6 +14,10 @@ class WriteError(OSError):
     def __str__(self) -> str:
         return str(self.strerror)
 
+    @classmethod
+    def at(cls, path: Path, error: OSError) -> WriteError:
+        return cls(error.errno, f"cannot write {path}: {error.strerror or error}")
+
 
 def _umask() -> int:
     """This process's umask, read without changing it (os.umask would race with other threads)."""
@@ -41,5 +45,5 @@ def atomic_write(path: Path, data: bytes) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+            raise WriteError.at(path, e) from None
         raise

@@ -108,6 +108,13 @@ def _path(name: str):
     return conf_dir() / "sweep" / f"{name}.yaml"
 
 
+def lookup(config: dict, dotted: str):
+    """``config["a"]["b"]`` for ``"a.b"`` in a run's plain config; None where it has no such key."""
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
 def match(overrides: str) -> dict[str, Any]:
     """Overrides (``model=resnet110 shortcut.gate_bias=-6``) as a record filter (``{"model": "resnet110",
     "gate_bias": -6}``)."""

@@ -71,7 +71,7 @@ def append_jsonl(path: Path, row: dict) -> None:
         with open(path, "a") as f:
             f.write(json.dumps(row, default=str) + "\n")
     except OSError as e:
-        raise WriteError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+        raise WriteError.at(path, e) from None
 
 
 def truncate_jsonl(path: Path, last_iteration: int) -> None:

@@ -80,13 +80,10 @@ def check_shortcut(shortcut: DictConfig) -> None:
             raise ValueError(f"shortcut.{name} does not apply to shortcut={kind} (its parameters: {mine})")
 
 
-
 def check_device(cfg: DictConfig) -> None:
-    name = cfg.train.device
-    if name not in ("auto", "cpu") and not name.startswith("cuda"):
-        raise ValueError(f"train.device={name} is not a device; valid: auto, cuda, cuda:N, cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is visible; use train.device=cpu or auto")
+    from .step import resolve_device
+
+    resolve_device(cfg.train.device)
 
 
 def check_data(cfg: DictConfig) -> None:

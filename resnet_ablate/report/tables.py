@@ -16,16 +16,10 @@ from omegaconf import OmegaConf
 
 from .. import presets, store
 from ..config import conf_dir
-from ..presets import COLUMNS, match
+from ..presets import COLUMNS, lookup, match
 from ..status import is_fail, outcome
 
 PAPER_BUDGETS = ("paper", "imagenet")  # the paper's own lengths of training
-
-
-def _field(config: dict, dotted: str):
-    for key in dotted.split("."):
-        config = config.get(key) if isinstance(config, dict) else None
-    return config
 
 
 def records(root: str | Path) -> pd.DataFrame:
@@ -40,7 +34,7 @@ def records(root: str | Path) -> pd.DataFrame:
             {
                 "key": r["key"],
                 "status": r["status"],
-                **{column: _field(c, where) for column, where in COLUMNS.items()},
+                **{column: lookup(c, where) for column, where in COLUMNS.items()},
                 **{k: 100 * v if isinstance(v, (int, float)) else None for k, v in errors.items()},
             }
         )
