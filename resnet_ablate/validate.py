@@ -86,9 +86,12 @@ def check_device(cfg: DictConfig) -> None:
     resolve_device(cfg.train.device)
 
 
+_TRAINING_IMAGES: dict[str, int] = {}  # per dataset checked in this process (``train`` checks, then its run does)
+
+
 def check_data(cfg: DictConfig) -> None:
-    """The dataset is on disk and readable (CIFAR: every batch file is read, through the restricted unpickler), or
-    can be fetched (data.download=true); synthetic data is written when first used."""
+    """The dataset is on disk and readable (CIFAR: every batch file is read, through the restricted unpickler, once
+    per process), or can be fetched (data.download=true); synthetic data is written when first used."""
     from .data import LAYOUT, load_cifar
 
     name = Dataset(cfg.data.name)
@@ -101,7 +104,10 @@ def check_data(cfg: DictConfig) -> None:
         return
     folder, _, test_file, _ = LAYOUT[name]
     if (root / folder / test_file).exists():
-        images = len(load_cifar(cfg)[1])
+        key = str([cfg.data, root])
+        if key not in _TRAINING_IMAGES:
+            _TRAINING_IMAGES[key] = len(load_cifar(cfg)[1])
+        images = _TRAINING_IMAGES[key]
         if images < cfg.train.batch_size:
             raise ValueError(f"train.batch_size={cfg.train.batch_size} exceeds the {images} training images")
     elif not cfg.data.download:
@@ -122,13 +128,12 @@ def check_architecture(cfg: DictConfig) -> None:
 
 def check_cells(cfgs) -> None:
     """Every check, for each config (each distinct architecture built once)."""
-    seen = set()
+    built = set()
     for cfg in cfgs:
         check_values(cfg)
         check_device(cfg)
-        data, arch = str([cfg.data, data_root(cfg)]), str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
-        if data not in seen:
-            check_data(cfg)
-        if arch not in seen:
+        check_data(cfg)
+        arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
+        if arch not in built:
+            built.add(arch)
             check_architecture(cfg)
-        seen |= {data, arch}
