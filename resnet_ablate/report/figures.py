@@ -63,11 +63,14 @@ def _curves(ax, runs: pd.DataFrame, root: Path) -> int:
     return drawn
 
 
-def plot(name: str, root: str | Path, filters: dict[str, Any], out: Path) -> list[Path]:
-    """Draw figure ``name`` from the store at ``root`` into ``out`` as PNG and PDF; returns the files."""
+def plot(
+    name: str, root: str | Path, filters: dict[str, Any], out: Path, runs: pd.DataFrame | None = None
+) -> list[Path]:
+    """Draw figure ``name`` from the store at ``root`` (its ``records``, unless already read: ``runs``) into ``out``
+    as PNG and PDF; returns the files."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
-    df = records(root)
+    df = records(root) if runs is None else runs
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
     figure = [[match(cell) for cell in panel] for panel in presets.load(name).panels] if name in PRESETS else []

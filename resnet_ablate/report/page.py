@@ -89,12 +89,12 @@ def _verdicts(df: pd.DataFrame, filters: dict[str, Any]) -> list[str]:
     return out
 
 
-def _figures(root: Path, filters: dict[str, Any]) -> list[dict]:
+def _figures(root: Path, filters: dict[str, Any], runs: pd.DataFrame) -> list[dict]:
     drawn = []
     with tempfile.TemporaryDirectory() as folder:
         for name in FIGURES:
             try:
-                png = plot(name, root, filters, Path(folder))[0]
+                png = plot(name, root, filters, Path(folder), runs)[0]
             except LookupError:
                 continue
             drawn.append({"name": name, "png": base64.b64encode(png.read_bytes()).decode()})
@@ -135,6 +135,6 @@ def report(root: str | Path, filters: dict[str, Any]) -> str:
         filters=" ".join(f"{k}={v}" for k, v in filters.items()),
         tables=tables,
         verdicts=_verdicts(df, filters),
-        figures=_figures(Path(root), filters),
+        figures=_figures(Path(root), filters, df),
         provenance=_provenance(Path(root), chosen, missing),
     )
