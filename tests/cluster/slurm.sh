@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster for tests, all state in one folder (facts: ../shared/CLUSTERS.md).
+# A single-node SLURM cluster for tests, all state in one folder (README, "Running on a cluster").
 #   tests/cluster/slurm.sh install        Debian packages (slurm-wlm munge slurmdbd mariadb-server)
 #   tests/cluster/slurm.sh start DIR      munged, mariadbd, slurmdbd, slurmctld, slurmd; prints `export SLURM_CONF=…`
 #   tests/cluster/slurm.sh stop DIR       cancels jobs, stops the daemons by their pid files
