@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -226,7 +227,7 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
         *(["SLURM job"] if jobs else []),
         "run directory",
         *(["GPU-h"] if tflops else []),
-        title=fixed or None,
+        title=escape(fixed) or None,  # list overrides ([12,18]) are not rich markup
     )
     macs: dict[str, int] = {}
     hours, counts = 0.0, {}

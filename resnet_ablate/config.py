@@ -27,6 +27,7 @@ for _group, _node in [
 UNKEYED = (
     "store",
     "launcher",
+    "logger",
     "data.root",
     "data.download",
     "data.workers",

@@ -145,6 +145,38 @@ class LauncherConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    pass  # event files in <run directory>/tensorboard: `tensorboard --logdir <store.root>/runs`
+
+
+@dataclass
+class WandbConfig:
+    project: str = "resnet-ablate"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline (files in <run directory>/wandb, `wandb sync` them) | online
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else MLflow's local default
+    experiment: Optional[str] = None  # None: the sweep's preset, else "resnet-ablate"
+    timeout: int = 10  # seconds an MLflow request may take before the tracker is dropped
+
+
+@dataclass
+class LoggerConfig:
+    """The experiment trackers a run also logs to (``logger=tensorboard``, ``logger=[wandb,mlflow]``); metrics.jsonl
+    and result.json are always written and stay the record."""
+
+    tensorboard: Optional[TensorBoardConfig] = None
+    wandb: Optional[WandbConfig] = None
+    mlflow: Optional[MlflowConfig] = None
+    sweep: Optional[str] = None  # set by the grid sweeper: its preset
+    group: Optional[str] = None  # set by the grid sweeper: its preset and overrides (a W&B group, an MLflow parent)
+    parent: Optional[str] = None  # set by the grid sweeper: the MLflow parent run of the sweep
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING  # filled by the YAML of conf/<group>/
     unit: UnitConfig = MISSING
@@ -153,4 +185,5 @@ class Config:
     train: TrainConfig = MISSING
     store: StoreConfig = field(default_factory=StoreConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0

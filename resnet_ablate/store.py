@@ -2,7 +2,8 @@
 
 ``<root>/runs/<key>/``: ``config.yaml`` (the composed config), ``metrics.jsonl`` (one row per evaluation),
 ``grad_flow.jsonl``, ``starts.jsonl`` (one row each time a process started training it), ``checkpoint.pt``,
-``train.log`` (from the local launcher), ``lock`` (held while a process trains the cell) and, written last and
+``train.log`` (from the local launcher), ``lock`` (held while a process trains the cell), with ``logger=`` the
+trackers' files and ``trackers.json`` (``trackers.py``) and, written last and
 atomically, ``result.json``: its presence means the run ended (docs/architecture.md, "The run directory").
 
 Readers never trust the store: a file that is not what we write (binary, a list, a foreign JSON) is skipped and

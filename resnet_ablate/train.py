@@ -30,6 +30,7 @@ from .recipe import evaluate, gradient_flow, lr_at
 from .stack import seed_state, stacked_state
 from .status import Status
 from .step import build, resolve_device
+from .trackers import Trackers
 
 OnProgress = Callable[[int, dict | None], None]  # (iterations done, the evaluation's row or None)
 
@@ -59,9 +60,11 @@ def train_seeds(cfgs: list[DictConfig], directories: list[Path], progress: OnPro
     try:
         with stop_requests(training.group.world == 1) as stop:
             training.loop(stop)
-    except WriteError:
-        raise
-    except Exception as e:
+    except BaseException as e:
+        for r in training.runs:  # stopped or failed: the trackers of the runs that did not end say so
+            r.trackers.close("stopped" if isinstance(e, (SystemExit, KeyboardInterrupt)) else "failed")
+        if isinstance(e, WriteError) or not isinstance(e, Exception):
+            raise
         raise TrainingError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     for r in training.runs:
         if r.status is Status.running:
@@ -78,6 +81,7 @@ class Run:
     data: Any
     model: torch.nn.Module
     restarts: list[int] = field(default_factory=list)
+    trackers: Trackers = field(default_factory=Trackers)  # the experiment trackers it also logs to (rank 0 only)
     row: dict = field(default_factory=dict)  # the latest evaluation
     status: Status = Status.running
     diverged_at: int | None = None
@@ -123,8 +127,8 @@ class Training:
         return ckpts[0]["iteration"], ckpts[0]["elapsed"]
 
     def open_records(self) -> None:
-        """Drop rows written after the checkpoint (all of them on a fresh start), log this start, and record the
-        gradient flow at initialisation."""
+        """Drop rows written after the checkpoint (all of them on a fresh start), log this start, open the
+        trackers (which continue their runs on a resume), and record the gradient flow at initialisation."""
         for r in self.runs:
             r.directory.mkdir(parents=True, exist_ok=True)
             if not self.group.main:
@@ -135,8 +139,9 @@ class Training:
                 store.truncate_jsonl(r.directory / name, kept)
             r.row = (store.read_jsonl(r.directory / "metrics.jsonl") or [{}])[-1]
             r.restarts = store.record_start(r.directory, self.start)
+            r.trackers = Trackers.open(r.cfg, r.directory, self.start)
             if self.start == 0 and self.t.grad_flow and r.data.fixed_batch() is not None:
-                self.record_gradient_flow(r, 0)
+                r.trackers.log(0, {}, self.record_gradient_flow(r, 0))
 
     def loop(self, stop: list[int]) -> None:
         t = self.t
@@ -184,16 +189,17 @@ class Training:
                     "elapsed": round(self.elapsed, 3),
                 }
                 store.append_jsonl(r.directory / "metrics.jsonl", r.row)
-                if t.grad_flow and r.data.fixed_batch() is not None:
-                    self.record_gradient_flow(r, done)
+                norms = self.record_gradient_flow(r, done) if t.grad_flow and r.data.fixed_batch() is not None else None
+                r.trackers.log(done, r.row, norms)
             if not math.isfinite(loss_sum):  # summed over ranks, so every rank stops this network together
                 self.finish(r, Status.diverged, done)
         if self.progress and self.group.main:
             self.progress(done, self.runs[0].row)
 
-    def record_gradient_flow(self, r: Run, iteration: int) -> None:
+    def record_gradient_flow(self, r: Run, iteration: int) -> list[float]:
         norms = gradient_flow(r.model, *r.data.fixed_batch())
         store.append_jsonl(r.directory / "grad_flow.jsonl", {"iteration": iteration, "norms": norms})
+        return norms
 
     def save(self, iteration: int) -> None:
         """Each running network's checkpoint, in the format of a network trained alone."""
@@ -222,6 +228,8 @@ class Training:
         r.status, r.diverged_at = status, diverged_at
         if status is Status.done and r.row.get("iteration") != self.t.iterations and self.group.main:
             r.row = {"iteration": self.t.iterations, **evaluate(r.model, r.data, self.autocast)}
+        if self.group.main:
+            r.trackers.finish(status.value, r.row.get("test_error"))
         r.result = self.result(r)
         if self.group.main:
             store.write_json(r.directory / "result.json", r.result)
@@ -243,6 +251,7 @@ class Training:
             "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "git_commit": _git_commit(),
             "config": key_fields(r.cfg),
+            **({"trackers": r.trackers.errors} if r.trackers.errors else {}),
         }
 
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from .data import data_root
 from .schema import Dataset, ShortcutConfig
+from .trackers import check_installed
 
 # (setting, lowest valid value): integers and floats the schema types but does not bound.
 AT_LEAST = {
@@ -131,6 +132,7 @@ def check_cells(cfgs) -> None:
     built = set()
     for cfg in cfgs:
         check_values(cfg)
+        check_installed(cfg)
         check_device(cfg)
         check_data(cfg)
         arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])

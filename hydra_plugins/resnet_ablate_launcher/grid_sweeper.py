@@ -46,9 +46,15 @@ class GridSweeper(Sweeper):
         )
 
     def sweep(self, arguments: List[str]) -> Any:
+        from hydra.core.utils import JobStatus
+
+        from resnet_ablate import trackers
         from resnet_ablate.sweep import expand_grid, stack_seeds
 
         cells = expand_grid(self.spec.lines(), [f"{k}={v}" for k, v in self.spec.params.items()], arguments)
+        preset = self.config.hydra.runtime.choices.get("sweep") or "sweep"
+        group, parent = trackers.open_sweep(self.config, preset, arguments)
+        cells = [[*c, *trackers.sweep_overrides(preset, group, parent)] for c in cells]
         cells = stack_seeds(cells, int(self.config.launcher.seeds_together))
         k = int(self.config.launcher.jobs_per_gpu)
         if k > 1 and not getattr(self.launcher, "shares_gpus", False):  # ours shares GPUs itself; others get packs
@@ -58,6 +64,10 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else max(1, len(cells))
         returns = []
-        for start in range(0, len(cells), size):
-            returns.append(self.launcher.launch(cells[start : start + size], initial_job_idx=start))
+        try:
+            for start in range(0, len(cells), size):
+                returns.append(self.launcher.launch(cells[start : start + size], initial_job_idx=start))
+        finally:
+            ok = len(returns) * size >= len(cells) and all(r.status is JobStatus.COMPLETED for b in returns for r in b)
+            trackers.close_sweep(self.config, parent, ok)
         return returns
