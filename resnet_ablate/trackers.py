@@ -272,13 +272,13 @@ def sweep_group(preset: str, arguments: list[str]) -> str:
     """A sweep's name among its runs: the preset and the overrides that shape its cells (not its seeds, paths,
     launcher or trackers), e.g. ``table2 model.depth=20 data=synthetic``."""
     skip = ("store.", "launcher.", "logger", "hydra", "seed=", "sweep=", "+", "~")
-    return " ".join([preset, *(a for a in arguments if not a.startswith(skip))])
+    name = " ".join([preset, *(a for a in arguments if not a.startswith(skip))])
+    return name.translate({ord(c): None for c in "'\"\\"})  # a display name: no quoting to carry through packs
 
 
 def sweep_overrides(preset: str, group: str, parent: str | None) -> list[str]:
-    """What each cell of a sweep is told of it (quoted in Hydra's grammar)."""
-    quoted = group.replace("\\", "\\\\").replace("'", "\\'")
-    return [f"logger.sweep={preset}", f"logger.group='{quoted}'", *([f"logger.parent={parent}"] if parent else [])]
+    """What each cell of a sweep is told of it."""
+    return [f"logger.sweep={preset}", f"logger.group='{group}'", *([f"logger.parent={parent}"] if parent else [])]
 
 
 def open_sweep(cfg: DictConfig, preset: str, arguments: list[str]) -> tuple[str, str | None]:
@@ -289,10 +289,7 @@ def open_sweep(cfg: DictConfig, preset: str, arguments: list[str]) -> tuple[str,
         return group, None
     try:
         client, experiment = mlflow_client(cfg, preset)
-        quoted = group.replace("'", "\\'")
-        found = client.search_runs(
-            [experiment], filter_string=f"tags.`resnet_ablate.sweep` = '{quoted}'", max_results=1
-        )
+        found = client.search_runs([experiment], filter_string=f"tags.`resnet_ablate.sweep` = '{group}'", max_results=1)
         if found:
             client.update_run(found[0].info.run_id, status="RUNNING")
             return group, found[0].info.run_id

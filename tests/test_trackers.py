@@ -87,6 +87,22 @@ def test_a_tracker_that_cannot_run_is_a_one_line_error_before_the_store(tmp_path
     assert not tmp_path.joinpath("runs").exists()
 
 
+def test_the_sweeps_group_reaches_every_worker_of_a_cluster_pack(cfg):
+    """A packed cluster job carries its workers' overrides as shell-quoted lines inside one override."""
+    import shlex
+
+    from hydra_plugins.resnet_ablate_launcher.grid_sweeper import _pack
+
+    group = trackers.sweep_group("table2", ["model.depth=20", "train.milestones=[12,18]", "unit='a b'", "seed=0"])
+    assert group == "table2 model.depth=20 train.milestones=[12,18] unit=a b"
+    cells = [[f"seed={s}", "launcher.gpus='0,1'", *trackers.sweep_overrides("table2", group, "abc")] for s in (0, 1)]
+    lines = cfg(*_pack(cells)).launcher.pack
+    workers = [cfg(*shlex.split(line)) for line in lines]
+    assert [(w.seed, w.logger.group, w.logger.parent, w.launcher.gpus) for w in workers] == [
+        (s, group, "abc", "0,1") for s in (0, 1)
+    ]
+
+
 def test_tensorboard_holds_each_row_of_metrics_jsonl_once_after_a_resume(cfg, tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2

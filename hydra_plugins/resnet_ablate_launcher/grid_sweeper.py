@@ -1,6 +1,7 @@
 """Hydra sweeper ``resnet_ablate_grid``: the union of a preset's grid lines (see resnet_ablate.sweep), on Hydra's
 public plugin API."""
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -27,8 +28,9 @@ ConfigStore.instance().store(
 
 
 def _pack(cells: List[List[str]]) -> List[str]:
-    """One cluster job for several workers: the first one's overrides (for the job's own config) plus all of them."""
-    lines = ", ".join("'" + " ".join(c).replace("'", "\\'") + "'" for c in cells)
+    """One cluster job for several workers: the first one's overrides (for the job's own config) plus all of them,
+    each a shell-quoted line (``run_pack`` splits it back)."""
+    lines = ", ".join("'" + shlex.join(c).replace("'", "\\'") + "'" for c in cells)
     return [*cells[0], f"launcher.pack=[{lines}]"]
 
 
