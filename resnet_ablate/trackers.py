@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import json
 import os
 import secrets
 import struct
@@ -216,11 +217,14 @@ class Mlflow:
             history = self.client.get_metric_history(self.run_id, "train_loss")
             self.logged = max((m.step for m in history), default=-1)
         else:
-            tags = {"resnet_ablate.key": store.run_key(cfg), "resnet_ablate.group": cfg.logger.group or ""}
+            from mlflow.entities import Param
+
+            key = store.run_key(cfg)
+            tags = {"resnet_ablate.key": key, "resnet_ablate.group": cfg.logger.group or ""}
             if cfg.logger.parent:
                 tags["mlflow.parentRunId"] = cfg.logger.parent
-            self.run_id = self.client.create_run(experiment, run_name=store.run_key(cfg), tags=tags).info.run_id
-            params = [_param(k, v) for k, v in hyperparameters(cfg).items()]
+            self.run_id = self.client.create_run(experiment, run_name=key, tags=tags).info.run_id
+            params = [Param(k, str(v)) for k, v in hyperparameters(cfg).items()]
             self.client.log_batch(self.run_id, params=params)
             self.logged = -1
         self.state = {"run_id": self.run_id, "tracking_uri": self.client.tracking_uri}
@@ -243,12 +247,6 @@ class Mlflow:
 
 
 OPEN = {"tensorboard": TensorBoard, "wandb": Wandb, "mlflow": Mlflow}
-
-
-def _param(key: str, value: Any):
-    from mlflow.entities import Param
-
-    return Param(key, str(value))
 
 
 def mlflow_client(cfg: DictConfig, preset: str | None):
@@ -344,8 +342,6 @@ def wandb_records(path: Path):
 def wandb_history(directory: Path, run_id: str) -> list[dict[str, Any]]:
     """The history rows (``_step`` and the logged values) of a W&B run's files under ``directory``, over all of
     its segments (one per start), in the order they were written."""
-    import json
-
     rows = []
     for path in sorted(glob.glob(str(directory / "wandb" / f"*-{run_id}" / f"run-{run_id}.wandb"))):
         for record in wandb_records(Path(path)):

@@ -65,11 +65,11 @@ class GridSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else max(1, len(cells))
-        returns = []
+        returns, ok = [], False
         try:
             for start in range(0, len(cells), size):
                 returns.append(self.launcher.launch(cells[start : start + size], initial_job_idx=start))
+            ok = all(r.status is JobStatus.COMPLETED for batch in returns for r in batch)
         finally:
-            ok = len(returns) * size >= len(cells) and all(r.status is JobStatus.COMPLETED for b in returns for r in b)
             trackers.close_sweep(self.config, parent, ok)
         return returns
