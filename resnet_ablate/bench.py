@@ -111,7 +111,7 @@ def time_baseline(cfg: DictConfig, steps: int, warmup: int, workers: int) -> dic
     from .models import build_model
 
     device = resolve_device(cfg.train.device)
-    xtr, ytr, _, _ = load_cifar(cfg)
+    (xtr, ytr, _, _), _ = load_cifar(cfg)
     tf = T.Compose(
         [
             T.RandomCrop(32, padding=4),

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import key_fields
-from .files import atomic_write
+from .files import atomic_write, set_aside
 
 KEYS = ("model", "optimizer", "iteration", "elapsed", "stats", "rng", "config")
 
@@ -81,7 +81,6 @@ def load(path: Path, cfg: DictConfig, model: torch.nn.Module | None = None) -> d
         problem = f"unreadable ({type(e).__name__})"
     if problem is None:
         return ckpt
-    rejected = path.with_name(path.name + ".rejected")
-    os.replace(path, rejected)
+    rejected = set_aside(path)
     print(f"warning: checkpoint {path} is {problem}; kept as {rejected.name}, restarting this run from scratch")
     return None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -47,12 +48,17 @@ def fail(message: str, code: int = 2):
 
 
 def compose_or_fail(overrides: list[str]):
+    from .axes import AXES, UNKEYED
     from .config import compose
 
     try:
-        return compose(overrides)
+        cfg = compose(overrides)
     except Exception as e:
         fail(one_line(e))
+    removed = [p for p in [*(a.path for a in AXES), *UNKEYED] if OmegaConf.select(cfg, p, default=KeyError) is KeyError]
+    if removed:
+        fail(f"the overrides remove {removed[0]}, a setting every run needs; set a value instead (e.g. {removed[0]}=…)")
+    return cfg
 
 
 @app.command()
@@ -109,13 +115,18 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
         fail(f"training failed ({e}); recorded in {where}; the next run retries it", 1)
     except (OSError, ValueError, RuntimeError) as e:  # set-up (data, device) or the store (a full disk)
         fail(one_line(e), 1)
+    held = []
     for c, result in zip(cells, results):
         err = result.get("test_error")
-        status = "running elsewhere" if result["status"] == "running" else result["status"]
+        if result["status"] == "running":
+            held.append(f"{store.run_dir(c)} is held by {store.lock_holder(store.run_dir(c)) or 'another process'}")
+            continue
         out.print(
-            f"{status}: {store.run_dir(c)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
+            f"{result['status']}: {store.run_dir(c)}" + (f"  test error {100 * err:.2f}%" if err is not None else ""),
             highlight=False,
         )
+    if held:
+        fail(f"not trained here: {'; '.join(held)}", 1)
 
 
 @app.command()
@@ -132,7 +143,7 @@ def sweep(
     """Run every cell of a preset grid (skip ended cells, resume partial ones)."""
     from . import store
     from .step import check_together
-    from .sweep import check_launcher, plan
+    from .sweep import absolute_paths, check_launcher, flags, plan, task, unended
     from .validate import check_cells
 
     args = list(overrides or [])
@@ -140,12 +151,10 @@ def sweep(
         check_launcher(args)
     except ValueError as e:
         fail(str(e))
-    args += ["store.rerun=all"] if force else ["store.rerun=failed"] if retry_failed else []
-    args += ["launcher.fail_fast=true"] if fail_fast else []
-    args += [f"launcher.gpus='{gpus}'"] if gpus else []
+    args += flags(force, retry_failed, fail_fast, gpus)
     try:
         cells = plan(preset, args)
-        check_cells([c.cfg for c in cells])
+        check_cells([c.cfg for c in cells], data=not dry_run)  # a dry run runs nothing: it needs no data
         check_together(cells[0].cfg, cells[0].cfg.launcher.seeds_together)
     except Exception as e:
         fail(one_line(e))
@@ -156,13 +165,10 @@ def sweep(
         store.check_writable(cells[0].cfg.store.root)
     except PermissionError as e:
         fail(str(e))
-    # Cells may run in other working directories (SLURM, Ray): pass the store and data as absolute paths.
-    args.append(f"store.root={Path(cells[0].cfg.store.root).resolve()}")
-    if cells[0].cfg.data.root:
-        args.append(f"data.root={Path(cells[0].cfg.data.root).resolve()}")
-    from .sweep import task
+    from hydra.core.global_hydra import GlobalHydra
 
-    sys.argv = ["resnet-ablate", "-m", f"sweep={preset}", *args]
+    GlobalHydra.instance().clear()  # planning composed in this process; the sweep is Hydra's own run
+    sys.argv = ["resnet-ablate", "-m", f"sweep={preset}", *args, *absolute_paths(cells[0].cfg)]
     with _interrupted_by_sigterm() as received:
         try:
             task()
@@ -175,40 +181,27 @@ def sweep(
                 128 + (received[0] if received else signal.SIGINT),
             )
     _print_cells(cells, None)
-    _fail_unless_every_cell_ended(cells)
-
-
-def _fail_unless_every_cell_ended(cells) -> None:
-    """Exit 1 when a cell failed or did not end (a killed worker leaves no result); cells another process is
-    training are not this sweep's to judge."""
-    from .status import Status
-
-    statuses = [c.status for c in cells]
-    failed = statuses.count(Status.failed)
-    unended = statuses.count(Status.pending) + statuses.count(Status.partial)
-    if failed or unended:
-        fail(
-            f"{failed} cell(s) failed and {unended} did not end (a worker was killed, or never started); "
-            "see their train.log; the same command retries and resumes them",
-            1,
-        )
+    problem = unended([c.status for c in cells])
+    if problem:
+        fail(problem, 1)
 
 
 @contextlib.contextmanager
 def _interrupted_by_sigterm():
-    """SIGTERM (``kill``, a SLURM job step ending) stops a sweep as Ctrl-C does: the launcher stops its workers,
-    which checkpoint and exit. Yields the signals received."""
+    """SIGTERM (``kill``, a SLURM job step ending) and SIGHUP (a closed terminal) stop a sweep as Ctrl-C does: the
+    launcher stops its workers, which checkpoint and exit. Yields the signals received."""
     received: list[int] = []
 
     def interrupt(signum, frame):
         received.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
@@ -256,7 +249,6 @@ def status(
 ):
     """What is done, running, failed or pending, read from the store."""
     from . import store
-    from .presets import lookup
     from .sweep import plan, slurm_jobs
 
     args = list(overrides or [])
@@ -270,44 +262,52 @@ def status(
         _print_cells(cells, None)
         return
     cfg = compose_or_fail(args)
-    dirs = [d for d in sorted(Path(cfg.store.root).glob("runs/*")) if d.is_dir()]
+    root = Path(cfg.store.root)
+    if not (root / "runs").is_dir():
+        fail(f"store.root {str(root)!r} holds no runs/ folder: no store there (set store.root=DIR)")
+    from .axes import AXES, lookup
+
+    shown = [a for a in AXES if a.shown]
+    dirs = sorted(d for d in (root / "runs").iterdir() if d.is_dir() and not d.is_symlink())
     jobs = slurm_jobs(dirs)
-    table = Table(
-        "run", "status", "model", "unit", "shortcut", "data", "seed", "test err", *(["SLURM job"] if jobs else [])
-    )
+    table = Table("run", "status", *(a.column for a in shown), "test err", *(["SLURM job"] if jobs else []))
+    holders = []
     for d in dirs:
         result = store.read_result(d) or {}
-        c = result.get("config") if isinstance(result.get("config"), dict) else _config_yaml(d)
+        c = result.get("config") or store.saved_config(d)
         err = result.get("test_error")
+        state = store.cell_status(d)
+        if state == "running":
+            holders.append(f"{d.name}: held by {store.lock_holder(d)}")
         table.add_row(
             d.name,
-            str(store.cell_status(d)),
-            *(_cell(lookup(c, k)) for k in ("model.name", "unit.name", "shortcut.kind", "data.name", "seed")),
-            f"{100 * err:.2f}%" if isinstance(err, (int, float)) else "",
+            str(state),
+            *(_cell(lookup(c, a.path)) for a in shown),
+            f"{100 * err:.2f}%" if err is not None else "",
             *([jobs.get(d, "")] if jobs else []),
         )
     out.print(table)
-    _, skipped = store.scan(cfg.store.root)
-    _note_skipped(skipped)
-
-
-def _config_yaml(directory: Path) -> dict:
-    """A partial run's config.yaml as plain data; {} when it is missing or not YAML."""
-    from omegaconf import OmegaConf
-
-    try:
-        c = OmegaConf.to_container(OmegaConf.load(directory / "config.yaml"))
-    except Exception:  # missing, binary, not YAML, not a mapping: omegaconf and yaml raise many kinds
-        return {}
-    return c if isinstance(c, dict) else {}
+    for line in holders:
+        out.print(line, highlight=False, markup=False)
+    _note_skipped(store.scan(root)[1])
 
 
 def _note_skipped(skipped) -> None:
     from .store import describe_skipped
 
-    line = describe_skipped(skipped)
-    if line:
-        Console(stderr=True, soft_wrap=True).print(f"note: {line}", highlight=False, markup=False)
+    err = Console(stderr=True, soft_wrap=True)
+    for line in describe_skipped(skipped):
+        err.print(f"note: {line}", highlight=False, markup=False)
+
+
+def _check_out(path: Optional[Path], folder: bool) -> None:
+    """``--out``: a folder for figures, a file for a page or a table; the other kind is refused in one line."""
+    if path is None:
+        return
+    if folder and path.exists() and not path.is_dir():
+        fail(f"--out {path} is a file; plot writes a PNG and a PDF into a folder: give a folder")
+    if not folder and path.is_dir():
+        fail(f"--out {path} is a folder; give a file name, e.g. --out {path / 'out.txt'}")
 
 
 def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
@@ -337,11 +337,12 @@ def table(
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of the terminal."),
 ):
     """A paper table from our runs: median over seeds (mean±std, n), the paper's number and Δ."""
-    from .report.tables import NOT_COMPARABLE, build, layout, records
+    from .report.tables import build, layout, not_comparable_note, records
 
     formats = ("rich", "md", "latex", "csv")
     if fmt not in formats:
         fail(f"unknown format {fmt!r}; valid: {', '.join(formats)}")
+    _check_out(out_file, folder=False)
     root, where = _filters(filters)
     runs = records(root)
     _note_skipped(runs.attrs["skipped"])
@@ -356,7 +357,7 @@ def table(
     note = " ".join(
         [
             *([] if header["complete"] else ["PARTIAL: some cells have no finished run."]),
-            *([] if result["comparable"].all() else [NOT_COMPARABLE]),
+            *([not_comparable_note(result)] if not result["comparable"].all() else []),
             *([f"Depths of our runs: {', '.join(depths)}."] if depths else []),
         ]
     )
@@ -450,6 +451,7 @@ def plot(
     from .report.figures import plot as draw
     from .store import scan
 
+    _check_out(out_dir, folder=True)
     root, where = _filters(filters)
     _note_skipped(scan(root)[1])
     try:
@@ -470,6 +472,7 @@ def report(
     from .report.page import report as render
     from .store import scan
 
+    _check_out(out_file, folder=False)
     root, where = _filters(filters)
     _note_skipped(scan(root)[1])
     try:

@@ -10,6 +10,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from .axes import UNKEYED
 from .schema import Config, DataConfig, ModelConfig, ShortcutConfig, TrainConfig, UnitConfig
 
 cs = ConfigStore.instance()
@@ -23,21 +24,6 @@ for _group, _node in [
 ]:
     cs.store(group=_group, name="schema", node=_node, package=_group if _group != "budget" else "train")
 
-# Keys that do not change what a run computes: left out of the fields that key a run (its hash).
-UNKEYED = (
-    "store",
-    "launcher",
-    "logger",
-    "data.root",
-    "data.download",
-    "data.workers",
-    "train.device",
-    "train.compile",
-    "train.checkpoint_every",
-    "train.grad_flow",
-)
-
-
 def conf_dir() -> Path:
     """conf/ beside the package in a checkout, or inside it in an installed wheel."""
     here = Path(__file__).resolve().parent
@@ -47,15 +33,22 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"cannot find resnet-ablate's conf/ near {here}")
 
 
+_initialised = None  # the Hydra instance this module initialised (composition reuses it and its caches)
+
+
 def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False) -> DictConfig:
     """Compose the config as Hydra would for a run with these overrides."""
+    global _initialised
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    hydra = GlobalHydra.instance()
+    if not hydra.is_initialized() or hydra.hydra is not _initialised:
+        hydra.clear()
+        initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
+        _initialised = hydra.hydra
+    return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
@@ -66,7 +59,8 @@ def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
 
 
 def key_fields(cfg: DictConfig) -> dict[str, Any]:
-    """The part of a config that decides a run's result, as plain data: what keys a run in the store."""
+    """The part of a config that decides a run's result, as plain data: what keys a run in the store (every axis
+    of ``axes.AXES``; the settings of ``axes.UNKEYED`` are left out)."""
     d = OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True
     )

@@ -4,6 +4,7 @@ ops), a synthetic dataset written in the same layout, and ImageNet image folders
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import os
 import pickle
@@ -66,6 +67,49 @@ def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nd
     return np.concatenate(xs), np.concatenate(ys)
 
 
+# Content fingerprints (``fingerprint``) of the official splits, derived once from the official pixels (CIFAR-10's
+# test batch from lossless PNG strips of the official batches). A split not listed here is recognised by the MD5s
+# of the official batch files that torchvision checks on download.
+OFFICIAL = {
+    (Dataset.cifar10, "test"): "2c33b053d1cd726a",
+}
+
+
+def fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """A content hash of images (uint8, N×3×32×32) and their labels: the same however the files were pickled,
+    different for any other pixel, order or label."""
+    h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.uint8).tobytes())
+    h.update(np.ascontiguousarray(y, dtype="<i8").tobytes())
+    return h.hexdigest()[:16]
+
+
+def _official(name: Dataset, folder: Path, split: str, files: list[str], fp: str) -> bool:
+    """Whether a split's images are the official ones: its fingerprint is known, or its files are byte for byte
+    the official batches (torchvision's MD5s)."""
+    if OFFICIAL.get((name, split)) == fp:
+        return True
+    import torchvision
+    from torchvision.datasets.utils import check_integrity
+
+    cls = torchvision.datasets.CIFAR10 if name is Dataset.cifar10 else torchvision.datasets.CIFAR100
+    md5 = dict(cls.train_list if split == "train" else cls.test_list)
+    return all(f in md5 and check_integrity(str(folder / f), md5[f]) for f in files)
+
+
+def data_identity(cfg: Config, arrays, folder: Path) -> dict:
+    """What a run records of its data: the fingerprints of its training and test splits, and the official data
+    set they are (None for anything else: synthetic images, a subset, a recompressed copy)."""
+    xtr, ytr, xte, yte = arrays
+    ids = {"train": fingerprint(xtr, ytr), "test": fingerprint(xte, yte), "official": None}
+    name = Dataset(cfg.data.name)
+    if name in LAYOUT:
+        _, train_files, test_file, _ = LAYOUT[name]
+        splits = (("train", train_files, ids["train"]), ("test", [test_file], ids["test"]))
+        if all(_official(name, folder, *split) for split in splits):
+            ids["official"] = name.value
+    return ids
+
+
 def data_root(cfg: Config) -> Path:
     """``data.root``, else $RESNET_ABLATE_DATA, else ~/.local/share/resnet-ablate."""
     root = cfg.data.root or os.environ.get("RESNET_ABLATE_DATA")
@@ -96,8 +140,8 @@ def _dump(path: Path, obj: dict) -> None:
     atomic_write(path, pickle.dumps(obj))
 
 
-def load_cifar(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train images uint8 N×3×32×32, train labels, test images, test labels) of cfg.data."""
+def load_cifar(cfg: Config) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Path]:
+    """(train images uint8 N×3×32×32, train labels, test images, test labels) of cfg.data, and the folder."""
     name, root = Dataset(cfg.data.name), data_root(cfg)
     if name is Dataset.synthetic:
         folder = root / "synthetic" / f"{cfg.data.synthetic_train}-{cfg.data.synthetic_test}" / "cifar-10-batches-py"
@@ -112,7 +156,7 @@ def load_cifar(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     arrays = (*_read_batches(folder, train_files, label_key), *_read_batches(folder, [test_file], label_key))
     if max(arrays[1].max(), arrays[3].max()) >= cfg.data.num_classes:
         raise ValueError(f"{folder} holds labels beyond data.num_classes={cfg.data.num_classes}")
-    return arrays
+    return arrays, folder
 
 
 def _download(name: Dataset, root: Path, folder: Path, allowed: bool) -> None:
@@ -141,7 +185,9 @@ class CifarOnDevice:
     """
 
     def __init__(self, cfg: Config, device: torch.device, group: Group = Group()):
-        xtr, ytr, xte, yte = load_cifar(cfg)
+        arrays, folder = load_cifar(cfg)
+        xtr, ytr, xte, yte = arrays
+        self.identity = data_identity(cfg, arrays, folder)
         std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1) / 255
         if Normalize(cfg.data.normalize) is Normalize.pixel:
             mean = torch.from_numpy(xtr).float().mean(0, keepdim=True) / 255
@@ -225,6 +271,8 @@ class ImageFolderData:
         test_tf = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *norm])
         self.train_set = datasets.ImageFolder(str(folder / "train"), train_tf)
         self.test_set = datasets.ImageFolder(str(folder / "val"), test_tf)
+        # ImageNet's files are not hashed (too many): its identity is the list of files and labels, never official
+        self.identity = {"train": _listing(self.train_set), "test": _listing(self.test_set), "official": None}
         self.device, self.batch, self.workers = device, cfg.train.batch_size, cfg.data.workers
         self.steps_per_epoch = max(1, len(self.train_set) // self.batch)
         self.group = group
@@ -266,6 +314,13 @@ class ImageFolderData:
 
     def set_rng_state(self, state: torch.Tensor) -> None:
         pass
+
+
+def _listing(dataset) -> str:
+    h = hashlib.sha256()
+    for path, label in dataset.samples:
+        h.update(f"{os.path.relpath(path, dataset.root)}\t{label}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def for_seed(data, seed: int):

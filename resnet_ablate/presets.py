@@ -16,33 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from .config import conf_dir
-
-# Record columns (one row per run in the report) and where each run's config holds them.
-COLUMNS = {
-    "model": "model.name",
-    "depth": "model.depth",
-    "unit": "unit.name",
-    "shortcut": "shortcut.kind",
-    "scale": "shortcut.scale",
-    "scale_residual": "shortcut.scale_residual",
-    "gate_bias": "shortcut.gate_bias",
-    "p": "shortcut.p",
-    "data": "data.name",
-    "test_size": "data.test_size",
-    "batch": "train.batch_size",
-    "budget": "train.budget",
-    "iterations": "train.iterations",
-    "precision": "train.precision",
-    "seed": "seed",
-}
-# Config groups, whose override names a preset: where the name lands in the config.
-GROUPS = {
-    "model": "model.name",
-    "unit": "unit.name",
-    "shortcut": "shortcut.kind",
-    "data": "data.name",
-    "budget": "train.budget",
-}
+from .record import column
 
 
 @dataclass(frozen=True)
@@ -108,25 +82,13 @@ def _path(name: str):
     return conf_dir() / "sweep" / f"{name}.yaml"
 
 
-def lookup(config: dict, dotted: str):
-    """``config["a"]["b"]`` for ``"a.b"`` in a run's plain config; None where it has no such key."""
-    for key in dotted.split("."):
-        config = config.get(key) if isinstance(config, dict) else None
-    return config
-
-
 def match(overrides: str) -> dict[str, Any]:
     """Overrides (``model=resnet110 shortcut.gate_bias=-6``) as a record filter (``{"model": "resnet110",
-    "gate_bias": -6}``)."""
-    fields = {path: column for column, path in COLUMNS.items()}
+    "gate_bias": -6}``): each key named by its record column (``record.column``)."""
     out = {}
     for override in shlex.split(overrides):
         key, _, value = override.partition("=")
-        path = GROUPS.get(key, key)
-        if path not in fields:
-            valid = ", ".join(fields)
-            raise ValueError(f"{key!r} in a preset's table or figure is not a record column; valid: {valid}")
-        out[fields[path]] = typed(value)
+        out[column(key)] = typed(value)
     return out
 
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 MISSING = "???"  # omegaconf's marker for a value the YAML must give
+
+
+def axis(default: Any = None, *, factory: Any = None, **about: Any) -> Any:
+    """A setting with what ``axes.py`` says of it: ``column`` (its record column and filter name, else the
+    field's name), ``keyed=False`` (does not change a result: not in the run key), ``recipe=False`` (not part of
+    what makes a run the paper's: the seed, the precision, …), ``shown=True`` (a column of ``status``)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"axis": about})
+    return field(default=default, metadata={"axis": about})
 
 
 class Block(str, Enum):
@@ -52,9 +61,9 @@ class Compile(str, Enum):
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet110"
+    name: str = axis("resnet110", column="model", shown=True)
     block: Block = Block.basic
-    depth: int = 110
+    depth: int = axis(110, shown=True)
     stages: Optional[list[int]] = None  # units per stage; None: derived from depth (CIFAR)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
     stem: Stem = Stem.cifar
@@ -65,14 +74,14 @@ class ModelConfig:
 
 @dataclass
 class UnitConfig:
-    name: str = "original"
+    name: str = axis("original", column="unit", shown=True)
     branch: list[str] = field(default_factory=lambda: ["conv", "bn", "relu", "conv", "bn"])
     after_add: list[str] = field(default_factory=lambda: ["relu"])
 
 
 @dataclass
 class ShortcutConfig:
-    kind: str = "identity"  # a name in models/shortcuts.py's registry, the one list of kinds
+    kind: str = axis("identity", column="shortcut", shown=True)  # a name in models/shortcuts.py's registry
     scale: float = 1.0  # λ on the shortcut (scaling)
     scale_residual: float = 1.0  # scale on F (scaling)
     gate_bias: float = 0.0  # b_g (gating)
@@ -82,23 +91,23 @@ class ShortcutConfig:
 
 @dataclass
 class DataConfig:
-    name: Dataset = Dataset.cifar10
+    name: Dataset = axis(Dataset.cifar10, column="data", shown=True)
     num_classes: int = 10
-    root: Optional[str] = None  # None: $RESNET_ABLATE_DATA, else ~/.local/share/resnet-ablate
+    root: Optional[str] = axis(None, keyed=False)  # None: $RESNET_ABLATE_DATA, else ~/.local/share/resnet-ablate
     normalize: Normalize = Normalize.channel
-    download: bool = True
-    synthetic_train: int = 1024  # image counts of the synthetic dataset
-    synthetic_test: int = 512
+    download: bool = axis(True, keyed=False)
+    synthetic_train: int = axis(1024, recipe=False)  # image counts of the synthetic dataset
+    synthetic_test: int = axis(512, recipe=False)
     image_size: int = 224  # ImageNet: train crop
-    scale: list[int] = field(default_factory=lambda: [256, 480])  # ImageNet: shorter side drawn from this range
+    scale: list[int] = axis(factory=lambda: [256, 480], column="scale_range")  # ImageNet: shorter side range
     test_size: int = 224  # ImageNet: single centre crop at test (paper: 320 too)
-    workers: int = 8  # ImageNet DataLoader workers
+    workers: int = axis(8, keyed=False)  # ImageNet DataLoader workers
 
 
 @dataclass
 class TrainConfig:
-    budget: str = "paper"
-    iterations: int = 64000
+    budget: str = axis("paper", keyed=False)  # a label: a record's budget is derived from what ran
+    iterations: int = axis(64000, shown=True)
     milestones: list[int] = field(default_factory=lambda: [32000, 48000])
     warmup_iterations: int = 400
     warmup_lr: float = 0.01
@@ -107,17 +116,17 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
-    batch_size: int = 128
-    eval_every: int = 1000
-    checkpoint_every: int = 4000
-    precision: Precision = Precision.auto  # auto: bf16 autocast on CUDA, fp32 on the CPU
-    channels_last: bool = True
-    compile: Compile = Compile.graph
-    device: str = "auto"  # auto | cuda | cpu
-    deterministic: bool = False
-    gpus: int = 1  # processes (GPUs) for one run: DistributedDataParallel, the batch split between them
-    sync_bn: bool = False  # synchronise BatchNorm across them (the paper did not)
-    grad_flow: bool = True  # record per-unit gradient norms at each evaluation (gradient-flow figure)
+    batch_size: int = axis(128, column="batch")
+    eval_every: int = axis(1000, recipe=False)
+    checkpoint_every: int = axis(4000, keyed=False)
+    precision: Precision = axis(Precision.auto, recipe=False)  # auto: bf16 autocast on CUDA, fp32 on the CPU
+    channels_last: bool = axis(True, recipe=False)
+    compile: Compile = axis(Compile.graph, keyed=False)
+    device: str = axis("auto", keyed=False)  # auto | cuda | cpu
+    deterministic: bool = axis(False, recipe=False)
+    gpus: int = axis(1, recipe=False)  # processes (GPUs) for one run: DDP, the batch split between them
+    sync_bn: bool = axis(False, recipe=False)  # synchronise BatchNorm across them (the paper did not)
+    grad_flow: bool = axis(True, keyed=False)  # per-unit gradient norms at each evaluation (gradient-flow figure)
 
 
 class Rerun(str, Enum):
@@ -183,7 +192,7 @@ class Config:
     shortcut: ShortcutConfig = MISSING
     data: DataConfig = MISSING
     train: TrainConfig = MISSING
-    store: StoreConfig = field(default_factory=StoreConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    seed: int = 0
+    store: StoreConfig = axis(factory=StoreConfig, keyed=False)
+    launcher: LauncherConfig = axis(factory=LauncherConfig, keyed=False)
+    logger: LoggerConfig = axis(factory=LoggerConfig, keyed=False)
+    seed: int = axis(0, recipe=False, shown=True)

@@ -13,14 +13,13 @@ counted, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
-import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .config import key_fields
-from .files import WriteError, atomic_write
+from .files import WriteError, atomic_write, open_nofollow, read_bytes
+from .record import key_of, read, read_jsonl, scan  # noqa: F401 (the store's readers)
 from .status import Status
 
 
 def run_key(cfg: DictConfig) -> str:
-    blob = json.dumps(key_fields(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return key_of(key_fields(cfg))
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -46,30 +45,18 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> dict | None:
-    """The JSON object in ``path``; None when it is missing or is not a JSON object (binary, a list, torn)."""
+    """The JSON object in ``path``; None when it is missing, a link, or not a JSON object (binary, a list, torn)."""
     try:
-        obj = json.loads(path.read_bytes())
-    except (OSError, ValueError):  # missing, a folder, unreadable; not JSON, not UTF-8
+        obj = json.loads(read_bytes(path, 1 << 24))
+    except (OSError, ValueError):  # missing, a link, a folder, unreadable; not JSON, not UTF-8
         return None
     return obj if isinstance(obj, dict) else None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The JSON objects of a JSON-lines file; other lines (a torn last line of a killed writer, a stray ``42``)
-    are ignored."""
-    rows = []
-    with contextlib.suppress(OSError), open(path, "rb") as f:
-        for line in f:
-            with contextlib.suppress(ValueError):
-                row = json.loads(line)
-                if isinstance(row, dict):
-                    rows.append(row)
-    return rows
-
-
 def append_jsonl(path: Path, row: dict) -> None:
+    fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        with open(path, "a") as f:
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(row, default=str) + "\n")
     except OSError as e:
         raise WriteError.at(path, e) from None
@@ -77,7 +64,7 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 def truncate_jsonl(path: Path, last_iteration: int) -> None:
     """Keep the rows up to ``last_iteration`` (the checkpoint a run resumes from); -1 keeps none (a fresh start)."""
-    keep = [r for r in read_jsonl(path) if isinstance(r.get("iteration"), int) and r["iteration"] <= last_iteration]
+    keep = [r for r in read_jsonl(path) if r["iteration"] <= last_iteration]
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
 
@@ -91,11 +78,18 @@ def record_start(directory: Path, iteration: int) -> list[int]:
     return [r["iteration"] for r in read_jsonl(directory / "starts.jsonl")][1:]
 
 
+def _holder() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+
 @contextlib.contextmanager
 def cell_lock(directory: Path) -> Iterator[bool]:
-    """Hold the cell's lock without waiting; yields False when another process holds it."""
+    """Hold the cell's lock without waiting; yields False when another process holds it. The lock file says who
+    holds it (host, pid, since); ``touch_lock`` marks the holder alive."""
+    if directory.is_symlink():
+        raise WriteError(errno.ELOOP, f"cannot use {directory}: it is a link, and run directories must not be links")
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "lock", "a+") as f:
+    with os.fdopen(open_nofollow(directory / "lock", os.O_RDWR | os.O_CREAT), "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -103,7 +97,7 @@ def cell_lock(directory: Path) -> Iterator[bool]:
             return
         f.seek(0)
         f.truncate()
-        f.write(f"{os.getpid()}\n")
+        f.write(json.dumps(_holder()) + "\n")
         f.flush()
         try:
             yield True
@@ -111,31 +105,63 @@ def cell_lock(directory: Path) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def is_locked(directory: Path) -> bool:
-    if not (directory / "lock").exists():
-        return False
-    with open(directory / "lock") as f:
+def touch_lock(directory: Path) -> None:
+    """The holder is alive: the lock's modification time is when it last said so (at each evaluation)."""
+    with contextlib.suppress(OSError):
+        os.utime(directory / "lock", follow_symlinks=False)
+
+
+def lock_holder(directory: Path) -> str | None:
+    """Who holds the cell's lock, in words ("pid 12 on host-a, stopped"), or None when nobody does."""
+    try:
+        fd = os.open(directory / "lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd) as f:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
+            holder = read_json(directory / "lock") or {}
+            return _describe(holder, os.fstat(fd).st_mtime)
         fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+        return None
+
+
+def _describe(holder: dict, seen: float) -> str:
+    pid, host = holder.get("pid"), holder.get("host")
+    if not isinstance(pid, int) or not isinstance(host, str):
+        return "a process that did not say who it is"
+    where = f"pid {pid} on {host}"
+    if host != socket.gethostname():
+        return f"{where}, last seen {_ago(time.time() - seen)} ago (another host: not checkable from here)"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return f"{where}, which is gone (a process it started still holds the lock)"
+    if state in ("T", "t"):
+        return f"{where}, which is stopped (SIGSTOP): `kill -CONT {pid}` resumes it, `kill {pid}` frees the cell"
+    return f"{where}, last seen {_ago(time.time() - seen)} ago"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def read_result(directory: Path) -> dict | None:
-    """The cell's result.json when it is one of ours (a JSON object with a known status), else None."""
-    result = read_json(directory / "result.json")
-    if result is None or result.get("status") not in {s.value for s in Status}:
+    """The cell's result.json when it is a valid record of this very cell (``record.read``), else None."""
+    try:
+        return read(directory).result
+    except (OSError, ValueError):
         return None
-    return result
 
 
 def cell_status(directory: Path) -> Status:
     result = read_result(directory)
     if result is not None:
         return Status(result["status"])
-    if is_locked(directory):
+    if lock_holder(directory) is not None:
         return Status.running
     return Status.partial if (directory / "checkpoint.pt").exists() else Status.pending
 
@@ -144,32 +170,30 @@ def save_config(directory: Path, cfg: DictConfig) -> None:
     atomic_write(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
 
 
-def scan(root: str | Path) -> tuple[list[dict], Counter]:
-    """Every run's result.json that is one of ours (each holds the config that keys it): the store's index; and
-    how many entries of ``runs/`` were skipped, by reason."""
-    found, skipped = [], Counter()
-    for path in sorted(Path(root).glob("runs/*")):
-        if not path.is_dir():
-            skipped["not a run directory"] += 1
-        elif (path / "result.json").exists():
-            result = read_result(path)
-            if result is None or not isinstance(result.get("config"), dict):
-                skipped["unreadable result.json"] += 1
-            else:
-                found.append({**result, "key": path.name})
-    return found, skipped
+def saved_config(directory: Path) -> dict:
+    """A run's config.yaml as plain data, read without YAML aliases (a 400-byte alias bomb expands to gigabytes)
+    and at most 1 MB; {} when it is missing, a link or not a YAML mapping."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("aliases are refused")
+            return super().compose_node(parent, index)
+
+    try:
+        config = yaml.load(read_bytes(directory / "config.yaml", 1 << 20), Loader=NoAliases)
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
-def results(root: str | Path) -> list[dict]:
-    return scan(root)[0]
-
-
-def describe_skipped(skipped: Counter) -> str | None:
-    """One line for readers to print once: what they left out of the store, and why."""
-    if not skipped:
-        return None
-    reasons = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
-    return f"skipped {sum(skipped.values())} entries of the store that are not runs of resnet-ablate ({reasons})"
+def describe_skipped(skipped: dict[str, list[str]]) -> list[str]:
+    """One line per reason, to print once: which entries of the store a reader left out, and why."""
+    return [
+        f"skipped {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}: {why}"
+        for why, names in skipped.items()
+    ]
 
 
 def check_writable(root: str | Path) -> None:

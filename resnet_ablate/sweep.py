@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -29,23 +30,48 @@ from omegaconf import DictConfig
 
 from . import checkpoint, presets, store
 from .config import compose, conf_dir, key_fields, with_seed
+from .files import open_nofollow, remove_leftovers, set_aside
 from .schema import Rerun
 from .status import Status
 
 
 def expand_grid(lines: list[str], params: list[str], arguments: list[str]) -> list[list[str]]:
-    """Cells (lists of overrides) of the union of ``lines``; ``arguments`` replace a line's value per key."""
+    """Cells (lists of overrides) of the union of ``lines``. An argument on a key that a line sets selects that
+    line's cells with its values (``shortcut=identity`` narrows Table 1 to its identity row); where no line has
+    its value, or on other keys, it replaces the value (``model.depth=20``)."""
     parser = OverridesParser.create()
+    given = parser.parse_overrides(arguments)
+    parsed = [parser.parse_overrides(shlex.split(line)) for line in lines or [""]]
+    choices = [{o.get_key_element(): set(_choices(o)) for o in line} for line in parsed]
+    selecting = {
+        a.get_key_element(): set(_choices(a))
+        for a in given
+        if any(set(_choices(a)) & line.get(a.get_key_element(), set()) for line in choices)
+    }
+    return _cells(parser.parse_overrides(params), parsed, given, selecting)
+
+
+def _cells(params: list[Override], lines: list[list[Override]], given: list[Override], selecting: dict) -> list:
+    """The union of each line's Cartesian product: params, then the line, then the arguments that do not select
+    on it; a cell is kept when it holds a selected value of each selecting key its line sets."""
     cells: list[list[str]] = []
-    for line in lines or [""]:
-        merged = {}
-        for override in parser.parse_overrides([*params, *shlex.split(line), *arguments]):
+    for line in lines:
+        keys = {o.get_key_element() for o in line}
+        merged: dict[str, Override] = {}
+        for override in [*params, *line, *(a for a in given if a.get_key_element() not in keys & selecting.keys())]:
             merged.pop(override.get_key_element(), None)
             merged[override.get_key_element()] = override
         for cell in itertools.product(*(_choices(o) for o in merged.values())):
-            if list(cell) not in cells:
+            kept = all(not wanted.isdisjoint(cell) for key, wanted in selecting.items() if key in keys)
+            if kept and list(cell) not in cells:
                 cells.append(list(cell))
     return cells
+
+
+def quote(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar: any path survives (commas, parentheses, ``=``,
+    quotes, non-ASCII), where an unquoted one would re-parse as a sweep or not at all."""
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value) + "'"
 
 
 def _choices(override: Override) -> list[str]:
@@ -68,6 +94,32 @@ def axes(cells: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
     values = [dict(o.split("=", 1) for o in c if not o.startswith(("store.", "launcher."))) for c in cells]
     keys = list(dict.fromkeys(k for v in values for k in v))
     return values, [k for k in keys if len({v.get(k) for v in values}) > 1]
+
+
+def flags(force: bool, retry_failed: bool, fail_fast: bool, gpus: str | None) -> list[str]:
+    """The sweep command's flags as overrides."""
+    rerun = ["store.rerun=all"] if force else ["store.rerun=failed"] if retry_failed else []
+    fast = ["launcher.fail_fast=true"] if fail_fast else []
+    return [*rerun, *fast, *([f"launcher.gpus={quote(gpus)}"] if gpus else [])]
+
+
+def absolute_paths(cfg: DictConfig) -> list[str]:
+    """The store and the data as absolute paths, quoted: cells may run in other working directories (SLURM, Ray)."""
+    paths = [("store.root", cfg.store.root), *([("data.root", cfg.data.root)] if cfg.data.root else [])]
+    return [f"{key}={quote(str(Path(value).resolve()))}" for key, value in paths]
+
+
+def unended(statuses: list[Status]) -> str | None:
+    """Why a sweep exits 1: cells that failed or did not end (a killed worker leaves no result); None when every
+    cell ended. Cells another process is training are not this sweep's to judge."""
+    failed = statuses.count(Status.failed)
+    left = statuses.count(Status.pending) + statuses.count(Status.partial)
+    if not (failed or left):
+        return None
+    return (
+        f"{failed} cell(s) failed and {left} did not end (a worker was killed, or never started); "
+        "see their train.log; the same command retries and resumes them"
+    )
 
 
 def check_launcher(args: list[str]) -> None:
@@ -185,9 +237,10 @@ def start_worker(overrides: list[str], directories: list[Path], gpu: str | None,
     for directory in directories:
         directory.mkdir(parents=True, exist_ok=True)
     for directory in directories[1:]:
-        with open(directory / "train.log", "a") as log:
-            log.write(f"trained together with its other seeds: this worker's output is in {directories[0]}/train.log\n")
-    with open(directories[0] / "train.log", "ab") as log:
+        with _log(directory) as log:
+            note = f"trained together with its other seeds: the worker's output is in {directories[0]}/train.log\n"
+            log.write(note.encode())
+    with _log(directories[0]) as log:
         return subprocess.Popen(
             [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
             env=env,
@@ -195,6 +248,11 @@ def start_worker(overrides: list[str], directories: list[Path], gpu: str | None,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _log(directory: Path):
+    """The run's train.log, to append to (a link there is refused)."""
+    return os.fdopen(open_nofollow(directory / "train.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
 
 
 @contextlib.contextmanager
@@ -329,10 +387,13 @@ def _prepare(directory: Path) -> None:
         job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         store.write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
+    for name in remove_leftovers(directory):
+        print(f"removed {directory / name}, left by a writer that was killed")
     result = store.read_result(directory)
     if result is None:
-        if (directory / "result.json").exists():  # not one of ours: set aside, not deleted
-            os.replace(directory / "result.json", directory / "result.json.rejected")
+        if (directory / "result.json").exists():  # not one of ours: set aside (numbered), never deleted
+            kept = set_aside(directory / "result.json")
+            print(f"warning: {directory / 'result.json'} is not a record of this run; kept as {kept.name}")
         return
     names = ["result.json"]
     if Status(result["status"]).ended:

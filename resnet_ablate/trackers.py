@@ -16,6 +16,7 @@ import os
 import secrets
 import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +42,14 @@ def check_installed(cfg: DictConfig) -> None:
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
-    """The axes of the paper's grids, flat: what a tracker's hyper-parameter view compares runs by."""
-    from .models.shortcuts import PARAMETERS
+    """Every axis of the cell (``axes.AXES``; a shortcut parameter only where its kind reads it, lists as text), the
+    budget its schedule follows and its sweep: what a tracker's hyper-parameter view compares runs by."""
+    from .axes import columns
+    from .record import budget_of
 
     d = key_fields(cfg)
-    m, t = d["model"], d["train"]
-    return {
-        "model": m["name"],
-        "depth": m["depth"],
-        "block": m["block"],
-        "unit": d["unit"]["name"],
-        "shortcut": d["shortcut"]["kind"],
-        **{f"shortcut.{p}": d["shortcut"][p] for p in PARAMETERS.get(d["shortcut"]["kind"], ())},
-        "data": d["data"]["name"],
-        "budget": t["budget"],
-        "iterations": t["iterations"],
-        "batch_size": t["batch_size"],
-        "lr": t["lr"],
-        "seed": d["seed"],
-        "sweep": cfg.logger.group or "",
-    }
+    values = {k: str(list(v)) if isinstance(v, tuple) else v for k, v in columns(d).items() if v is not None}
+    return {**values, "budget": budget_of(d), "sweep": cfg.logger.group or ""}
 
 
 def scalars(row: dict, norms: list[float] | None) -> dict[str, float]:
@@ -310,12 +299,15 @@ def close_sweep(cfg: DictConfig, parent: str | None, ok: bool) -> None:
 
 
 # W&B's run files (``run-<id>.wandb``) are a LevelDB-style log of protobuf records: a 7-byte file header, then
-# 32 KiB blocks of chunks, each a 7-byte header (CRC, length, type: full, first, middle, last) and its bytes.
+# 32 KiB blocks of chunks, each a 7-byte header (CRC, length, type: full, first, middle, last) and its bytes; the
+# CRC is zlib's CRC-32 of the type byte and the bytes. The record types are wandb's internal protobufs: pyproject
+# bounds wandb to the versions this reader was tested with.
 _BLOCK, _HEADER = 32768, 7
 
 
 def wandb_records(path: Path):
-    """The protobuf ``Record``s of one W&B run file, in order (a torn tail, from a killed writer, is ignored)."""
+    """The protobuf ``Record``s of one W&B run file, in order, up to a torn tail (a killed writer) or the first chunk
+    whose CRC does not match (a damaged file): what follows is not read."""
     from wandb.proto.wandb_internal_pb2 import Record
 
     data = path.read_bytes()
@@ -327,10 +319,10 @@ def wandb_records(path: Path):
         if room < _HEADER:  # a block's zero-filled trailer
             pos += room
             continue
-        _, length, kind = struct.unpack_from("<IHB", data, pos)
+        crc, length, kind = struct.unpack_from("<IHB", data, pos)
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
-        if kind == 0 or len(chunk) < length:  # nothing written past here, or a torn tail
+        if kind == 0 or len(chunk) < length or zlib.crc32(bytes([kind]) + chunk) != crc:  # the end, torn, damaged
             break
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):

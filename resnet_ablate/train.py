@@ -189,6 +189,7 @@ class Training:
                     "elapsed": round(self.elapsed, 3),
                 }
                 store.append_jsonl(r.directory / "metrics.jsonl", r.row)
+                store.touch_lock(r.directory)  # the holder is alive (``resnet-ablate status`` says when it last was)
                 norms = self.record_gradient_flow(r, done) if t.grad_flow and r.data.fixed_batch() is not None else None
                 r.trackers.log(done, r.row, norms)
             if not math.isfinite(loss_sum):  # summed over ranks, so every rank stops this network together
@@ -251,16 +252,17 @@ class Training:
             "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "git_commit": _git_commit(),
             "config": key_fields(r.cfg),
+            "data": r.data.identity,  # the fingerprints of the images it trained and tested on
             **({"trackers": r.trackers.errors} if r.trackers.errors else {}),
         }
 
 
 @contextlib.contextmanager
 def stop_requests(wanted: bool):
-    """While the block runs, SIGTERM (a scheduler's preemption, the local launcher stopping its workers) and SIGINT
-    (Ctrl-C) record their number in the yielded list instead of stopping the process, so training can checkpoint
-    first; a second one stops at once. Not in other threads, nor across DDP ranks (they could see it at different
-    iterations)."""
+    """While the block runs, SIGTERM (a scheduler's preemption, the local launcher stopping its workers), SIGINT
+    (Ctrl-C) and SIGHUP (the terminal closed) record their number in the yielded list instead of stopping the
+    process, so training can checkpoint first; a second one stops at once. Not in other threads, nor across DDP
+    ranks (they could see it at different iterations)."""
     received: list[int] = []
     if not wanted or threading.current_thread() is not threading.main_thread():
         yield received
@@ -271,7 +273,7 @@ def stop_requests(wanted: bool):
             raise KeyboardInterrupt
         received.append(signum)
 
-    previous = {s: signal.signal(s, request) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, request) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         yield received
     finally:

@@ -4,6 +4,7 @@ each shortcut kind's own parameters, the device, the data, and an architecture t
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import torch
@@ -33,6 +34,8 @@ AT_LEAST = {
     "launcher.jobs_per_gpu": 1,
     "launcher.seeds_together": 1,
 }
+AT_MOST = {"launcher.jobs_per_gpu": 64, "launcher.seeds_together": 64, "train.gpus": 1024}
+NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")  # names shown in tables, plots and file names: no markup, no math
 SEED_LIMIT = 2**31  # seeds feed torch generators, times a constant for the data order
 
 
@@ -48,6 +51,12 @@ def check_values(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value < low:
             raise ValueError(f"{key}={value} is out of range; it must be >= {low}")
+    for key, high in AT_MOST.items():
+        if _get(cfg, key) > high:
+            raise ValueError(f"{key}={_get(cfg, key)} is out of range; it must be <= {high}")
+    for key in ("model.name", "unit.name"):
+        if not NAME.fullmatch(str(_get(cfg, key))):
+            raise ValueError(f"{key}={_get(cfg, key)!r} is not a name: use letters, digits and _ . + - (at most 64)")
     if cfg.seed >= SEED_LIMIT:
         raise ValueError(f"seed={cfg.seed} is out of range; it must be below {SEED_LIMIT}")
     if cfg.train.momentum >= 1:
@@ -107,7 +116,7 @@ def check_data(cfg: DictConfig) -> None:
     if (root / folder / test_file).exists():
         key = str([cfg.data, root])
         if key not in _TRAINING_IMAGES:
-            _TRAINING_IMAGES[key] = len(load_cifar(cfg)[1])
+            _TRAINING_IMAGES[key] = len(load_cifar(cfg)[0][1])
         images = _TRAINING_IMAGES[key]
         if images < cfg.train.batch_size:
             raise ValueError(f"train.batch_size={cfg.train.batch_size} exceeds the {images} training images")
@@ -127,14 +136,15 @@ def check_architecture(cfg: DictConfig) -> None:
         build_model(cfg)
 
 
-def check_cells(cfgs) -> None:
-    """Every check, for each config (each distinct architecture built once)."""
+def check_cells(cfgs, data: bool = True) -> None:
+    """Every check, for each config (each distinct architecture built once); the data's only when ``data``."""
     built = set()
     for cfg in cfgs:
         check_values(cfg)
         check_installed(cfg)
         check_device(cfg)
-        check_data(cfg)
+        if data:
+            check_data(cfg)
         arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
         if arch not in built:
             built.add(arch)

@@ -272,9 +272,12 @@ def test_read_commands_skip_what_is_not_a_run_and_say_so_once(damaged, command, 
     proc = cli(*command, f"store.root={damaged}", *(["--out", str(tmp_path)] if command[0] == "plot" else []))
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if line.startswith("note: skipped")]
-    assert notes == [
-        "note: skipped 5 entries of the store that are not runs of resnet-ablate "
-        "(4 unreadable result.json, 1 not a run directory)"
+    assert sorted(notes) == [  # each entry said once, with its reason
+        "note: skipped a: result.json has no status of ours (None)",
+        "note: skipped b: result.json is a JSON list, not an object",
+        "note: skipped c: result.json is not JSON",
+        "note: skipped d: result.json has no status of ours (1)",
+        "note: skipped stray.txt: not a run directory",
     ]
     if command[0] == "status":
         assert proc.stdout.count("done") == 2 and "pending" in proc.stdout

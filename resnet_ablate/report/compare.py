@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .tables import select
+from .. import axes
+from .tables import KEYED, describe, differing, named, select, show
 
 ALPHA = 0.05
 
@@ -62,18 +63,37 @@ def _verdict(s, ref, r: dict, n: int, m: int, paired: bool) -> str:
 
 
 def compare(
-    df: pd.DataFrame, axis: str, settings: list[Any], filters: dict[str, Any], seed: int = 0
+    df: pd.DataFrame, axis: str, settings: list[Any], filters: dict[str, Any], seed: int = 0, laid_out=()
 ) -> tuple[pd.DataFrame, list[str]]:
     """Per setting: n, median, mean, std of test error (%); vs the first setting: Δ mean, its CI, the p-value and the
-    test used; and a verdict in words."""
+    test used; and a verdict in words. The runs of a setting agree in everything but the seed; across settings, in
+    everything but the axis, the settings of its section (``unit`` with ``unit.*``) and ``laid_out``: otherwise
+    they are refused, not pooled. A setting that no finished run has is refused with the values the store holds."""
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first")
-    df = select(df, filters)
+    axis = named(df, axis)
+    df = select(df, {named(df, k): v for k, v in filters.items()})
     df = df[df["status"] == "done"].dropna(subset=["error"])
+    held = sorted({show(v) for v in df[axis]})
+    for s in settings:
+        if select(df, {axis: s}).empty:
+            raise ValueError(f"no finished run has {axis}={s}; the runs hold {axis}={','.join(held) or 'nothing'}")
     groups = {s: select(df, {axis: s}) for s in settings}
-    budgets = sorted(df[df[axis].astype(str).isin([str(s) for s in settings])]["budget"].dropna().unique())
-    if len(budgets) > 1 and "budget" not in filters:
-        raise LookupError(f"the runs mix budgets {', '.join(budgets)}; pick one with budget=NAME")
+    for s, g in groups.items():
+        spread = differing(g, KEYED)
+        if spread:
+            raise LookupError(f"the runs of {axis}={s} differ in {describe(spread)}")
+    path = axes.COLUMNS[axis].path if axis in axes.COLUMNS else ""
+    section = path.rpartition(".")[0] + "." if "." in path else None  # "unit." for unit: branch, after_add
+
+    def free(c: str) -> bool:  # may differ between settings
+        in_section = section is not None and c in axes.COLUMNS and axes.COLUMNS[c].path.startswith(section)
+        return c == axis or c in laid_out or in_section
+
+    across = [c for c in KEYED if not free(c)]
+    spread = differing(pd.concat(groups.values()), across)
+    if spread:
+        raise LookupError(f"the runs of {axis}={','.join(map(str, settings))} differ in {describe(spread)}")
     rows, verdicts = [], []
     ref_name, ref = settings[0], groups[settings[0]]
     for s, g in groups.items():

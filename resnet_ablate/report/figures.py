@@ -12,32 +12,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .. import presets, store  # noqa: E402
+from ..axes import AXES  # noqa: E402
 from ..presets import match  # noqa: E402
-from ..schema import ShortcutConfig  # noqa: E402
-from .tables import records, select  # noqa: E402
+from .tables import records, select, show  # noqa: E402
 
 PRESETS = presets.names("figure")  # the paper's figures: conf/sweep/figureN.yaml
 FIGURES = (*PRESETS, "gradient-flow", "runs")
 
 
 def _label(r: pd.Series) -> str:
-    """model, unit, shortcut and the shortcut parameters set away from their defaults, seed."""
-    defaults = ShortcutConfig()
-    extra = "".join(
-        f" {name}={r[name]:g}"
-        for name in ("scale", "scale_residual", "gate_bias", "p")
-        if isinstance(r.get(name), (int, float)) and r[name] != getattr(defaults, name)
-    )
-    return f"{r['model']} {r['unit']} {r['shortcut']}{extra} seed {r['seed']}"
+    """model, unit, shortcut and the parameters its kind reads, seed."""
+    params = "".join(f" {a.column}={show(r[a.column])}" for a in AXES if a.kinds and r.get(a.column) is not None)
+    return f"{r['model']} {r['unit']} {r['shortcut']}{params} seed {r['seed']}"
 
 
-def _numbers(values) -> bool:
-    return isinstance(values, list) and all(isinstance(v, (int, float)) for v in values)
-
-
-def _rows(path: Path, *keys: str) -> list[dict]:
-    """The rows of a records file that hold a number under each of ``keys`` (a damaged line is left out)."""
-    return [m for m in store.read_jsonl(path) if _numbers([m.get(k) for k in keys])]
+def literal(text: str) -> str:
+    """Text that matplotlib draws as it is: a ``$`` in a user's name would start mathtext."""
+    return text.replace("$", r"\$")
 
 
 def _runs(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
@@ -49,11 +40,11 @@ def _curves(ax, runs: pd.DataFrame, root: Path) -> int:
     twin = ax.twinx()
     drawn = 0
     for (_, r), color in zip(runs.iterrows(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        rows = _rows(Path(root) / "runs" / r["key"] / "metrics.jsonl", "iteration", "test_error", "train_loss")
+        rows = store.read_jsonl(Path(root) / "runs" / r["key"] / "metrics.jsonl", "test_error", "train_loss")
         if not rows:
             continue
         it = [m["iteration"] for m in rows]
-        ax.plot(it, [100 * m["test_error"] for m in rows], "-", color=color, label=_label(r))
+        ax.plot(it, [100 * m["test_error"] for m in rows], "-", color=color, label=literal(_label(r)))
         twin.plot(it, [m["train_loss"] for m in rows], "--", color=color)
         drawn += 1
     ax.set_xlabel("iterations")
@@ -89,7 +80,7 @@ def plot(
             _gradient_flow(ax, runs, Path(root))
         else:
             _curves(ax, runs, Path(root))
-    fig.suptitle(f"{name} ({', '.join(f'{k}={v}' for k, v in base.items())})", fontsize=9)
+    fig.suptitle(literal(f"{name} ({', '.join(f'{k}={v}' for k, v in base.items())})"), fontsize=9)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
@@ -102,11 +93,11 @@ def plot(
 def _gradient_flow(ax, runs: pd.DataFrame, root: Path) -> None:
     """‖∂E/∂x_l‖ at each unit's input: at initialisation (dotted) and at the end of training (solid)."""
     for (_, r), color in zip(runs.iterrows(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        rows = [r for r in _rows(root / "runs" / r["key"] / "grad_flow.jsonl", "iteration") if _numbers(r.get("norms"))]
+        rows = [r for r in store.read_jsonl(root / "runs" / r["key"] / "grad_flow.jsonl") if "norms" in r]
         if not rows:
             continue
         ax.plot(rows[0]["norms"], ":", color=color)
-        ax.plot(rows[-1]["norms"], "-", color=color, label=_label(r))
+        ax.plot(rows[-1]["norms"], "-", color=color, label=literal(_label(r)))
     ax.set_yscale("log")
     ax.set_xlabel("residual unit l (input side → output side)")
     ax.set_ylabel("‖∂E/∂x_l‖ (dotted: init, solid: end)")

@@ -14,9 +14,10 @@ import pandas as pd
 from markupsafe import Markup
 
 from .. import presets, store
+from ..axes import AXES
 from .compare import compare
 from .figures import FIGURES, plot
-from .tables import NOT_COMPARABLE, build, cells, layout, records, select
+from .tables import build, cells, layout, not_comparable_note, records, select
 
 PAGE = jinja2.Template(
     """<!doctype html>
@@ -60,7 +61,7 @@ def _tables(df: pd.DataFrame, filters: dict[str, Any]) -> tuple[list[dict], int]
         wide.columns = [f"{c} {k}" for c, k in wide.columns]
         wide.index.name = None
         notes = [] if header["complete"] else ["Partial: some cells have no finished run."]
-        notes += [] if result["comparable"].all() else [NOT_COMPARABLE]
+        notes += [] if result["comparable"].all() else [not_comparable_note(result)]
         shown.append({"name": name, "html": Markup(wide.to_html(border=0)), "note": " ".join(notes)})
     return shown, missing
 
@@ -81,10 +82,11 @@ def _verdicts(df: pd.DataFrame, filters: dict[str, Any]) -> list[str]:
     if t1[0].row in present and len(present) > 1:
         comparisons.append(("Table 1", runs, "table1_row", present))
     out = []
+    shortcut = [a.column for a in AXES if a.path.startswith("shortcut.")]
     for label, runs, axis, settings in comparisons:
         try:
-            out += [f"{label}: {v}" for v in compare(runs, axis, settings, {})[1]]
-        except LookupError as e:  # mixed budgets: say so rather than pool them
+            out += [f"{label}: {v}" for v in compare(runs, axis, settings, {}, laid_out=shortcut)[1]]
+        except LookupError as e:  # runs that differ in more than the setting: say so rather than pool them
             out.append(f"{label}: {e}")
     return out
 
@@ -102,23 +104,21 @@ def _figures(root: Path, filters: dict[str, Any], runs: pd.DataFrame) -> list[di
 
 
 def _provenance(root: Path, keys: set[str], missing: int) -> dict[str, str]:
-    found = [r for r in store.scan(root)[0] if r["key"] in keys]
+    found = [r for r in store.scan(root)[0] if r.key in keys]
 
     def distinct(values) -> str:
         return ", ".join(sorted({str(v) for v in values if v})) or "unknown"
 
-    gpu_seconds = sum(r.get("wall_time") or 0 for r in found if r.get("device") and "cpu" not in str(r["device"]))
+    gpu_seconds = sum(r.get("wall_time") or 0 for r in found if r.get("device") and "cpu" not in r.get("device"))
     return {
         "runs": str(len(found)),
         "git commits": distinct(r.get("git_commit") for r in found),
         "versions": distinct(
-            " ".join(f"{k} {v}" for k, v in sorted(r["versions"].items()))
-            for r in found
-            if isinstance(r.get("versions"), dict)
+            " ".join(f"{k} {v}" for k, v in sorted(r.get("versions").items())) for r in found if r.get("versions")
         ),
         "devices": distinct(r.get("device") for r in found),
         "GPU-hours spent": f"{gpu_seconds / 3600:.2f}",
-        "budgets": distinct(r["config"].get("train", {}).get("budget") for r in found),
+        "budgets": distinct(r.budget for r in found),
         "table cells without a finished run": str(missing),
     }
 

@@ -7,38 +7,30 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
-from .. import presets, store
-from ..config import conf_dir
-from ..presets import COLUMNS, lookup, match
+from .. import axes, presets
+from ..config import compose, key_fields
+from ..record import COLUMNS, column, scan
 from ..status import is_fail, outcome
 
-PAPER_BUDGETS = ("paper", "imagenet")  # the paper's own lengths of training
+# What keys a run, less its seed: runs of one table cell or one compare group agree in all of it (and in the
+# images they trained and tested on), else they are not pooled.
+KEYED = tuple(c for c in axes.COLUMNS if c != "seed") + ("images",)
 
 
 def records(root: str | Path) -> pd.DataFrame:
-    """One row per ended run: the axes of the paper's tables, status and errors (in %). What the store holds that
-    is not a run of ours is left out and counted in ``df.attrs["skipped"]``."""
-    found, skipped = store.scan(root)
-    rows = []
-    for r in found:
-        c = r["config"]
-        errors = {k: r.get(f"test_{k}") for k in ("error", "error_top5")}
-        rows.append(
-            {
-                "key": r["key"],
-                "status": r["status"],
-                **{column: lookup(c, where) for column, where in COLUMNS.items()},
-                **{k: 100 * v if isinstance(v, (int, float)) else None for k, v in errors.items()},
-            }
-        )
-    df = pd.DataFrame(rows, columns=["key", "status", *COLUMNS, "error", "error_top5"])
+    """One row per ended run (``Record.row``: key, status, one column per axis, the budget its schedule matches,
+    its data's fingerprint and whether it is the official data, errors in %). What the store holds that is not a
+    run of ours is left out, and said in ``df.attrs["skipped"]`` (reason: entries)."""
+    found, skipped = scan(root)
+    df = pd.DataFrame([r.row() for r in found], columns=list(COLUMNS))
     df.attrs["skipped"] = skipped
     return df
 
@@ -50,6 +42,7 @@ class TableCell:
     match: dict[str, Any]
     paper: float | str | None
     metric: str = "error"
+    overrides: str = ""  # the overrides that make the cell (its row's and its column's)
     comparable: bool = True  # False for a net the paper's table does not hold (its number shown for reference)
 
 
@@ -60,21 +53,54 @@ def cells(name: str) -> tuple[list[TableCell], dict[str, Any]]:
         raise ValueError(f"unknown table {name!r}; valid: {', '.join(presets.names('table'))}")
     spec = presets.load(name)
     return [
-        TableCell(r.label, c.label, {**match(r.overrides), **match(c.overrides)}, value, c.metric)
+        TableCell(
+            r.label,
+            c.label,
+            {**presets.match(r.overrides), **presets.match(c.overrides)},
+            value,
+            c.metric,
+            f"{r.overrides} {c.overrides}".strip(),
+        )
         for r in spec.rows
         for c, value in zip(spec.columns, r.paper)
     ], spec.base()
 
 
+def named(df: pd.DataFrame, key: str) -> str:
+    """The column of ``df`` a filter names: as it is, or an axis by config path or group (``model.depth``)."""
+    return key if key in df.columns else column(key)
+
+
 def select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
     """The rows of ``df`` whose columns hold the given values (a list: any of them)."""
     for key, value in match.items():
-        if key not in df.columns:
-            valid = ", ".join(c for c in df.columns if c not in ("key", "error", "error_top5"))
-            raise ValueError(f"unknown filter {key!r}; valid: {valid}")
-        column, values = df[key], value if isinstance(value, list) else [value]
-        df = df[column.astype(str).isin([str(v) for v in values]) | column.isin(values)]
+        column_, values = df[named(df, key)], value if isinstance(value, list) else [value]
+        df = df[column_.astype(str).isin([str(v) for v in values]) | column_.isin(values)]
     return df
+
+
+def show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"[{', '.join(map(show, value))}]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def differing(runs: pd.DataFrame, columns) -> dict[str, list[str]]:
+    """The columns (of those ``runs`` has) in which ``runs`` do not all agree, with their values."""
+    out = {}
+    for c in (c for c in columns if c in runs.columns):
+        values = sorted({show(v) for v in runs[c]})
+        if len(values) > 1:
+            out[c] = values
+    return out
+
+
+def describe(spread: dict[str, list[str]]) -> str:
+    """Differing values in words, and the filter that picks one: "iterations (24, 32); pick one, e.g.
+    iterations=32"."""
+    text = "; ".join(f"{c} ({', '.join(v)})" for c, v in spread.items())
+    c, values = next(iter(spread.items()))
+    return f"{text}; they are not pooled: pick one with a filter, e.g. {c}={values[-1]}"
 
 
 def _as_list(value) -> list:
@@ -92,50 +118,63 @@ def pick_cells(specs: list[TableCell], filters: dict[str, Any]) -> list[TableCel
         for value in (v for v in wanted if v not in values):
             for c in (c for c in specs if str(c.match.get(key)) == values[0]):
                 row, column = (label.replace(values[0], value) for label in (c.row, c.column))
-                kept.append(TableCell(row, column, {**c.match, key: value}, c.paper, c.metric, comparable=False))
+                cell = TableCell(row, column, {**c.match, key: value}, c.paper, c.metric, c.overrides, comparable=False)
+                kept.append(cell)
         specs = kept
     return specs
 
 
-def nominal_depth(model: str) -> int | None:
-    """The depth a model preset names (conf/model/NAME.yaml)."""
-    path = conf_dir() / "model" / f"{model}.yaml"
-    return int(OmegaConf.load(path).depth) if path.exists() else None
+@cache
+def paper_recipe(params: tuple[str, ...], overrides: str) -> dict[str, Any]:
+    """The record columns of the paper's own run of a table cell: its preset's parameters and the cell's
+    overrides, composed (the preset names the paper's budget, net, data)."""
+    return axes.columns(key_fields(compose([*params, *shlex.split(overrides)])))
 
 
-def comparable(c: TableCell, base: dict[str, Any], runs: pd.DataFrame) -> bool:
-    """Whether the paper's number measures what these runs measure: the paper's net at its depth, its dataset, its
-    length of training. Anything else (a scaled-down net, synthetic data, a short budget) is shown without Δ."""
-    if not c.comparable or runs.empty:
-        return c.comparable
-    model, data = c.match.get("model", base.get("model")), c.match.get("data", base.get("data"))
-    return bool(
-        (runs["model"] == model).all()
-        and (runs["depth"] == nominal_depth(model)).all()
-        and (runs["data"] == data).all()
-        and runs["budget"].isin(PAPER_BUDGETS).all()
-    )
+def not_the_paper(name: str, c: TableCell, runs: pd.DataFrame) -> list[str]:
+    """How these runs differ from the paper's run of cell ``c`` (net, depth, data, recipe; the official images);
+    empty when the paper's number measures what they measure."""
+    if not c.comparable:
+        return [f"{c.row} / {c.column} is not a cell of the paper's {name}"]
+    params = tuple(f"{k}={v}" for k, v in presets.load(name).params.items() if k != "seed")
+    paper = paper_recipe(params, c.overrides)
+    out = []
+    for a in (a for a in axes.AXES if a.recipe):
+        ours = sorted({show(v) for v in runs[a.column]}) if a.column in runs.columns else ["unknown"]
+        if ours != [show(paper[a.column])]:
+            out.append(f"{a.column} {', '.join(ours)} (the paper's: {show(paper[a.column])})")
+    if "official_data" not in runs.columns or set(runs["official_data"]) != {paper["data"]}:
+        out.append(f"not trained and tested on the official {paper['data']} images (data fingerprints)")
+    return out
 
 
 def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One row per table cell: ours (median, mean, std, n, seeds), the paper's number and Δ; plus the table's header."""
+    """One row per table cell: ours (median, mean, std, n, seeds), the paper's number, and Δ where our runs are the
+    paper's net and recipe on the official data (else ``why`` says how they differ); plus the table's header. Runs
+    of one cell that differ in anything but the seed are refused, never pooled."""
     specs, base = cells(name)
-    filters = filters or {}
+    filters = {named(df, k): v for k, v in (filters or {}).items()}
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
     specs = pick_cells(specs, filters)
     chosen = {**base, **filters}
-    df = select(df, {k: v for k, v in chosen.items() if k not in {k2 for c in specs for k2 in c.match}})
-    budgets = sorted(df["budget"].dropna().unique())
-    if len(budgets) > 1 and "budget" not in chosen:
-        raise LookupError(f"the matching runs mix budgets {', '.join(budgets)}; pick one with budget=NAME")
+    laid_out = {k for c in specs for k in c.match}
+    df = select(df, {k: v for k, v in chosen.items() if k not in laid_out})
+    shown = pd.concat([select(df, c.match) for c in specs]).drop_duplicates("key")
+    settings = [a.column for a in axes.AXES if a.path.startswith(("train.", "data.")) and a.column not in laid_out]
+    spread = differing(shown, settings)
+    if spread:
+        raise LookupError(f"the runs of {name} differ in {describe(spread)}")
     out = []
     for c in specs:
         sel = select(df, c.match)
+        spread = differing(sel, KEYED)
+        if spread:
+            raise LookupError(f"{name} cell {c.row!r} / {c.column!r} holds runs that differ in {describe(spread)}")
         counted = (outcome({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
         values = pd.Series([v for v in counted if v is not None], dtype=float)
         median = values.median() if len(values) else None
-        same = comparable(c, base, sel)
+        why = not_the_paper(name, c, sel) if len(sel) else ([] if c.comparable else ["not a cell of the paper"])
         out.append(
             {
                 "table": name,
@@ -147,10 +186,12 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
                 "n": len(values),
                 "fail": None if median is None else is_fail(median),
                 "paper": c.paper,
-                "comparable": same,
-                "delta": median - c.paper if median is not None and same and isinstance(c.paper, float) else None,
+                "comparable": not why,
+                "why": "; ".join(why),
+                "delta": median - c.paper if median is not None and not why and isinstance(c.paper, float) else None,
                 "depth": ",".join(map(str, sorted(set(sel["depth"].dropna().astype(int))))),
                 "seeds": ",".join(map(str, sorted(sel["seed"]))),
+                "keys": ",".join(sel["key"]),
             }
         )
     result = pd.DataFrame(out)
@@ -162,7 +203,7 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     header = {
         "table": name,
         **chosen,
-        "budget": chosen.get("budget", budgets[0] if budgets else None),
+        "budget": chosen.get("budget", ",".join(sorted(set(shown["budget"])))),
         "complete": bool(result["n"].all()),
     }
     return result, header
@@ -188,7 +229,16 @@ def fmt_paper(r: pd.Series) -> str:
     return text if r["comparable"] or not text else f"({text})"
 
 
-NOT_COMPARABLE = "Paper numbers in parentheses are for another net, depth, dataset or budget: no Δ."
+NOT_COMPARABLE = "Paper numbers in parentheses are not for what our runs ran (no Δ):"
+
+
+def not_comparable_note(result: pd.DataFrame) -> str:
+    """The note under a table: why the paper's numbers in parentheses get no Δ (each reason once)."""
+    reasons = list(dict.fromkeys(r for why in result["why"] if why for r in why.split("; ")))
+    if not reasons:
+        return ""
+    shown = reasons[:4] + ([f"and {len(reasons) - 4} more differences"] if len(reasons) > 4 else [])
+    return f"{NOT_COMPARABLE} {'; '.join(shown)}."
 
 
 def layout(result: pd.DataFrame) -> pd.DataFrame:

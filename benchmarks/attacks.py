@@ -1,0 +1,118 @@
+"""Attacks on a store at random: links planted in run directories, copied run directories, torn and wrong-typed
+result.json files, short recipes under the paper's label, store paths with odd characters. Each trial starts from
+a copy of a store of real tiny runs, attacks it, reads it back and reruns its cell; the script counts wrong
+numbers shown, writes outside the store and runs lost (each should be 0).
+
+    python benchmarks/attacks.py [--trials 40] [--seed 0]
+"""
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from resnet_ablate import store
+from resnet_ablate.config import compose
+from resnet_ablate.files import WriteError
+from resnet_ablate.report.tables import build, records
+from resnet_ablate.sweep import quote, run_cells
+
+CELL = ["model=resnet110", "model.depth=8", "data=synthetic", "data.synthetic_train=256", "data.synthetic_test=128",
+        "train.batch_size=32", "train.iterations=8", "train.eval_every=4", "train.checkpoint_every=4",
+        "train.milestones=[4,6]", "train.warmup_iterations=0", "train.device=cpu"]  # fmt: skip
+BAD_VALUES = [5, -0.5, True, "0.05", None, float("nan"), float("inf"), [1], {"a": 1}, 10**400]
+FIELDS = ["test_error", "wall_time", "iterations", "key", "config.seed", "config.model.name", "config.train"]
+
+
+def overrides(root: Path, data: Path, *extra: str) -> list[str]:
+    return [*CELL, f"store.root={quote(str(root))}", f"data.root={quote(str(data))}", *extra]
+
+
+def shown_wrong(root: Path) -> int:
+    """Numbers a reader would show that cannot be true: errors outside [0, 100], a seed counted twice."""
+    df = records(root)
+    return int((~df["error"].between(0, 100)).sum()) + int(df["seed"].duplicated().sum())
+
+
+def trial(kind: str, rng: random.Random, base: Path, tmp: Path, data: Path) -> dict[str, int]:
+    root = tmp / "store"
+    shutil.copytree(base, root)
+    victim = tmp / "victim"
+    victim.write_text("precious")
+    run = rng.choice(sorted((root / "runs").iterdir()))
+    outside_before = sorted(p.name for p in tmp.iterdir())
+    found = {"wrong": 0, "outside": 0, "lost": 0}
+    if kind == "link":
+        name = rng.choice(["lock", "starts.jsonl", "metrics.jsonl", "result.json", "checkpoint.pt"])
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(victim)
+        (run / "result.json").unlink(missing_ok=True)
+    elif kind == "copy":
+        shutil.copytree(run, run.with_name(run.name + rng.choice([".bak", "-copy", "_old"])))
+    elif kind == "wrong-typed":
+        result = json.loads((run / "result.json").read_text())
+        *parents, leaf = rng.choice(FIELDS).split(".")
+        node = result
+        for p in parents:
+            node = node[p]
+        node[leaf] = rng.choice(BAD_VALUES)
+        (run / "result.json").write_text(json.dumps(result))
+    elif kind == "torn":
+        raw = (run / "result.json").read_bytes()
+        (run / "result.json").write_bytes(raw[: rng.randrange(len(raw))])
+    elif kind == "recipe":  # the paper's label on a short run: never a Δ
+        n = rng.randint(2, 7)
+        run_cells(compose(overrides(root, data, "budget=paper", f"train.iterations={n}")))
+        result, _ = build("table2", records(root), {"depth": 8, "data": "synthetic", "iterations": n})
+        found["wrong"] += int(result["delta"].notna().sum())
+    elif kind == "odd-path":
+        odd = tmp / ("st" + "".join(rng.choice(",()=' é;$") for _ in range(6)))
+        shutil.move(root, odd)
+        root = odd
+    found["wrong"] += shown_wrong(root)
+    for seed in (0, 1):
+        try:
+            run_cells(compose(overrides(root, data, f"seed={seed}")))
+        except WriteError:  # a planted link refused: the user removes it; the cell is not lost
+            for link in (p for p in run.iterdir() if p.is_symlink()):
+                link.unlink()
+            run_cells(compose(overrides(root, data, f"seed={seed}")))
+        directory = store.run_dir(compose(overrides(root, data, f"seed={seed}")))
+        found["lost"] += store.cell_status(directory) != "done"
+    found["wrong"] += shown_wrong(root)
+    found["outside"] += victim.read_text() != "precious"
+    found["outside"] += sorted(p.name for p in tmp.iterdir()) != sorted({*outside_before, root.name})
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        base, data = work / "base", work / "data"
+        for seed in (0, 1):
+            run_cells(compose(overrides(base, data, f"seed={seed}")))
+        totals = {"wrong": 0, "outside": 0, "lost": 0}
+        kinds = ["link", "copy", "wrong-typed", "torn", "recipe", "odd-path"]
+        tried = dict.fromkeys(kinds, 0)
+        for i in range(args.trials):
+            kind = rng.choice(kinds)
+            tried[kind] += 1
+            tmp = work / f"t{i}"
+            tmp.mkdir()
+            for k, v in trial(kind, rng, base, tmp, data).items():
+                totals[k] += v
+            shutil.rmtree(tmp)
+    print(f"{args.trials} attacks ({', '.join(f'{n} {k}' for k, n in tried.items())}): "
+          f"{totals['wrong']} wrong numbers shown, {totals['outside']} writes outside the store, "
+          f"{totals['lost']} runs lost")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

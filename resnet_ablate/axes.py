@@ -1,0 +1,130 @@
+"""The axes of a cell, declared once. Every setting of the schema (``schema.py``, where ``axis(...)`` says what
+is special about a field) becomes an ``Axis``: its config path, type, record column, whether it keys a run,
+whether it is part of the paper's recipe and, for a shortcut parameter, the kinds that read it (the registry of
+``models/shortcuts.py``). The run key, record columns, filters, status columns and tracker hyper-parameters all
+derive from ``AXES``: a new axis is its schema field and its model code (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Union
+
+from . import schema
+from .models.shortcuts import PARAMETERS
+
+
+@dataclass(frozen=True)
+class Axis:
+    path: str  # where a config holds it: "model.depth"
+    column: str  # its record column and filter name: "depth"
+    type: Any  # the schema's annotation
+    recipe: bool = True  # part of what makes a run the paper's (the seed, the precision … are not)
+    shown: bool = False  # a column of `resnet-ablate status`
+    kinds: tuple[str, ...] | None = None  # a shortcut parameter: the kinds that read it
+
+    def fits(self, value: Any) -> bool:
+        """Whether ``value`` (from a record's JSON) is of this axis's type: finite, the right kind of number."""
+        return _fits(self.type, value)
+
+    def value(self, config: dict) -> Any:
+        """This axis's value in a run's plain config (lists as tuples); None for a shortcut parameter that the
+        run's kind does not read."""
+        if self.kinds is not None and lookup(config, "shortcut.kind") not in self.kinds:
+            return None
+        v = lookup(config, self.path)
+        return tuple(v) if isinstance(v, list) else v
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return any(_fits(t, value) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(typing.get_args(tp)[0], v) for v in value)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return value in {e.value for e in tp}
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, tp)
+
+
+def lookup(config: dict, dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"`` in a plain config; None where it has no such key."""
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+def _walk(cls: type, prefix: str = "") -> typing.Iterator[tuple[str, Any, dict]]:
+    """(path, type, what ``schema.axis`` says) of each setting under ``cls``; a section that is not keyed is one
+    entry."""
+    hints = typing.get_type_hints(cls, vars(schema))
+    for f in dataclasses.fields(cls):
+        about, tp = f.metadata.get("axis", {}), hints[f.name]
+        if dataclasses.is_dataclass(tp) and about.get("keyed", True):
+            yield from _walk(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp, about
+
+
+def _axes() -> tuple[tuple[Axis, ...], tuple[str, ...]]:
+    axes, unkeyed = [], []
+    for path, tp, about in _walk(schema.Config):
+        if not about.get("keyed", True):
+            unkeyed.append(path)
+            continue
+        leaf = path.rsplit(".", 1)[-1]
+        kinds = None
+        if path.startswith("shortcut.") and leaf != "kind":
+            kinds = tuple(k for k, params in PARAMETERS.items() if leaf in params)
+        column, recipe, shown = about.get("column", leaf), about.get("recipe", True), about.get("shown", False)
+        axes.append(Axis(path, column, tp, recipe, shown, kinds))
+    columns = [a.column for a in axes]
+    clash = {c for c in columns if columns.count(c) > 1}
+    if clash:
+        raise TypeError(f"schema fields share the record columns {sorted(clash)}: give one a column=… in axis()")
+    return tuple(axes), tuple(unkeyed)
+
+
+AXES, UNKEYED = _axes()  # the settings that key a run; those that do not (paths, devices, trackers)
+COLUMNS = {a.column: a for a in AXES}
+
+
+def find(name: str) -> Axis | None:
+    """The axis a user names: by its column (``depth``, ``model``), its config path (``model.depth``) or the config
+    group whose choice it is (``model=resnet110`` sets ``model.name``)."""
+    return COLUMNS.get(name) or next((a for a in AXES if a.path in (name, f"{name}.name")), None)
+
+
+def columns(config: dict) -> dict[str, Any]:
+    """A run's plain config as its record columns, one per axis."""
+    return {a.column: a.value(config) for a in AXES}
+
+
+def problems(config: Any) -> list[str]:
+    """What makes ``config`` not a keyed config of this schema: each axis whose value is missing or mistyped."""
+    if not isinstance(config, dict):
+        return [f"config is a {type(config).__name__}, not a mapping"]
+    out = []
+    for a in AXES:
+        v = lookup(config, a.path)
+        if not a.fits(v):
+            out.append(f"{a.path} is {v!r:.40}, not {_name(a.type)}")
+    return out
+
+
+def _name(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return " | ".join(e.value for e in tp)
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

@@ -1,0 +1,360 @@
+"""Numbers that cannot be wrong: the axes declared once, one typed reader of a run's record, comparability from
+what ran, and a store that cannot be tricked. Each test reproduces a finding with real runs, files and processes."""
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from resnet_ablate import axes, store
+from resnet_ablate.cli import app
+from resnet_ablate.config import UNKEYED, compose, key_fields
+from resnet_ablate.report.tables import build, records
+from resnet_ablate.sweep import expand_grid, preset_grid, run_cells
+
+from .conftest import TINY, cli, start_cli
+
+B = [*TINY[:4], "data.synthetic_train=256", "data.synthetic_test=128", "train.batch_size=32", "train.eval_every=4",
+     "train.checkpoint_every=4", "train.milestones=[4,6]", "train.warmup_iterations=0", "train.device=cpu"]  # fmt: skip
+
+
+def _b(tmp_path, *extra):
+    return [*B, "train.iterations=8", f"store.root={tmp_path / 'store'}", f"data.root={tmp_path / 'data'}", *extra]
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    """A store with seeds 0 and 1 of one tiny cell: the record every test below damages a copy of."""
+    tmp = tmp_path_factory.mktemp("two")
+    run_cells(compose([*_b(tmp), "launcher.seeds=[0,1]"]))
+    return tmp / "store"
+
+
+def _copy(store_root, tmp_path):
+    shutil.copytree(store_root, tmp_path / "store")
+    return tmp_path / "store"
+
+
+def _result(root, seed=0):
+    (d,) = [r.directory for r in store.scan(root)[0] if r.config["seed"] == seed]
+    return d, json.loads((d / "result.json").read_text())
+
+
+# the axes, once
+
+
+def test_every_setting_is_an_axis_or_unkeyed_and_the_run_key_derives_from_them(cfg):
+    d = key_fields(cfg())
+
+    def leaves(node, prefix=""):
+        for k, v in node.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    assert set(leaves(d)) == {a.path for a in axes.AXES}  # the run key is exactly the axes
+    assert not axes.problems(d) and axes.problems({**d, "seed": "0"}) == ["seed is '0', not int"]
+    assert {"store", "launcher", "logger", "data.root", "train.device", "train.budget"} <= set(UNKEYED)
+    assert "budget" not in d["train"] and "root" not in d["data"]
+    assert axes.find("model.depth").column == axes.find("depth").column == "depth"
+    assert axes.find("model").path == "model.name" and axes.find("colour") is None
+    kinds = {a.column: a.kinds for a in axes.AXES if a.kinds is not None}
+    assert kinds["gate_bias"] == ("exclusive_gating", "shortcut_gating") and kinds["p"] == ("dropout",)
+
+
+def test_parameters_a_kind_does_not_read_are_empty_in_the_records(two_seeds):  # finding 5
+    df = records(two_seeds)
+    assert df["p"].isna().all() and df["gate_bias"].isna().all() and set(df["shortcut"]) == {"identity"}
+
+
+# one typed record
+
+
+@pytest.mark.parametrize(
+    "field,value,why",
+    [
+        ("test_error", 5, "test_error is 5"),
+        ("test_error", -0.5, "test_error is -0.5"),
+        ("test_error", True, "test_error is True"),
+        ("test_error", float("inf"), "test_error is inf"),
+        ("test_error", float("nan"), "test_error is nan"),
+        ("test_error", "0.05", "test_error is '0.05'"),
+        ("test_error", None, "says done but holds no test_error"),
+        ("wall_time", "12", "wall_time is '12'"),
+        ("config.seed", "0", "config: seed is '0', not int"),
+        ("config.model.name", {"x": 1}, "config: model.name is {'x': 1}"),
+        ("config.train", "fast", "config: train.iterations is None"),
+        ("key", "abc", "not the run key"),
+    ],
+)
+def test_a_mistyped_or_out_of_range_record_is_skipped_with_its_reason_and_rerun(two_seeds, tmp_path, field, value, why):
+    """Finding 4, 14: never shown as 500%, never 'done' without numbers, and the next sweep reruns the cell."""
+    root = _copy(two_seeds, tmp_path)
+    d, result = _result(root)
+    *parents, leaf = field.split(".")
+    node = result
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    (d / "result.json").write_text(json.dumps(result))
+    df = records(root)
+    assert list(df["seed"]) == [1] and df["error"].between(0, 100).all()
+    (reason, names), = df.attrs["skipped"].items()
+    assert why in reason and names == [d.name]
+    assert store.cell_status(d) == "partial"  # not done: a sweep reruns it (from its last checkpoint)
+    (again,) = run_cells(compose(_b(tmp_path)))
+    assert again["status"] == "done" and list(d.glob("result.json.rejected*"))
+
+
+def test_a_copied_run_directory_is_not_a_second_seed(two_seeds, tmp_path):  # finding 3
+    root = _copy(two_seeds, tmp_path)
+    d, _ = _result(root)
+    shutil.copytree(d, d.with_name(d.name + ".bak"))
+    df = records(root)
+    assert sorted(df["seed"]) == [0, 1]
+    why = "its name is not the run key of its config (a copy or a renamed run)"
+    assert df.attrs["skipped"] == {why: [d.name + ".bak"]}
+
+
+def test_a_yaml_alias_bomb_in_a_run_directory_does_not_hang_status(tmp_path):  # finding 12
+    run = tmp_path / "runs" / "abc"
+    run.mkdir(parents=True)
+    names = "abcdefghi"  # each list holds nine of the one before: 9^9 strings once expanded
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip(names, names[1:])
+    )
+    (run / "config.yaml").write_text(bomb)
+    start = time.monotonic()
+    assert store.saved_config(run) == {}
+    proc = cli("status", f"store.root={tmp_path}", timeout=120)
+    assert proc.returncode == 0 and "pending" in proc.stdout and time.monotonic() - start < 60
+
+
+def test_metrics_rows_are_typed_and_an_enormous_integer_is_left_out(tmp_path):  # finding 14
+    path = tmp_path / "metrics.jsonl"
+    huge = "1" + "0" * 400
+    rows = ['{"iteration": 4, "test_error": 0.5, "train_loss": 1}', f'{{"iteration": 8, "test_error": {huge}}}']
+    path.write_text("\n".join(rows) + "\n")
+    rows = store.read_jsonl(path, "test_error")
+    assert rows == [{"iteration": 4, "test_error": 0.5, "train_loss": 1.0}]
+
+
+# comparability from what ran, not from a label
+
+
+def test_a_short_run_labelled_paper_is_not_compared_with_the_paper_nor_pooled(tmp_path):  # finding 1
+    from resnet_ablate.data import write_synthetic
+
+    fake = tmp_path / "fake"  # synthetic images in CIFAR-10's layout, named cifar10
+    write_synthetic(fake / "cifar-10-batches-py", 256, 128)
+    common = [*B[:1], "model=resnet110", "model.depth=8", "data=cifar10", f"data.root={fake}", "train.batch_size=32",
+              "train.device=cpu", "train.eval_every=1", f"store.root={tmp_path / 'store'}"]  # fmt: skip
+    run_cells(compose([*common, "train.iterations=2", "seed=0"]))
+    run_cells(compose([*common, "train.iterations=3", "seed=1"]))
+    df = records(tmp_path / "store")
+    assert set(df["budget"]) == {"custom"} and df["official_data"].isna().all()
+    with pytest.raises(LookupError, match=r"differ in iterations \(2, 3\); they are not pooled"):
+        build("table2", df, {"depth": 8})
+    result, header = build("table2", df, {"depth": 8, "iterations": 2})
+    cell = result[(result.row == "original") & (result.column == "resnet110")].iloc[0]
+    assert cell["n"] == 1 and cell["delta"] is None and not cell["comparable"]
+    assert "iterations 2 (the paper's: 64000)" in cell["why"] and "official cifar10 images" in cell["why"]
+    assert header["budget"] == "custom"
+
+
+def test_compare_refuses_to_pool_two_nets_and_names_them(tmp_path):  # finding 2
+    for model, depth in (("resnet110", 8), ("resnet164", 11)):
+        for unit in ("original", "full_preact"):
+            extra = [f"model={model}", f"model.depth={depth}", f"unit={unit}", "launcher.seeds=[0,1]"]
+            run_cells(compose(_b(tmp_path, *extra)))
+    df = records(tmp_path / "store")
+    from resnet_ablate.report.compare import compare
+
+    with pytest.raises(LookupError, match=r"differ in model \(resnet110, resnet164\); block \(basic, bottleneck\); depth \(11, 8\)"):
+        compare(df, "unit", ["original", "full_preact"], {"data": "synthetic"})
+    rows, _ = compare(df, "unit", ["original", "full_preact"], {"model.name": "resnet164"})
+    assert list(rows["n"]) == [2, 2]
+    res = CliRunner().invoke(app, ["compare", "unit=original,full_preat", f"store.root={tmp_path / 'store'}"])
+    assert res.exit_code == 2 and "no finished run has unit=full_preat; the runs hold unit=full_preact,original" in (
+        res.output
+    )
+
+
+def test_the_data_fingerprint_is_the_content_and_the_official_test_set_is_known():
+    import numpy as np
+
+    from resnet_ablate.data import OFFICIAL, fingerprint
+
+    x, y = np.arange(3 * 3072, dtype=np.uint8).reshape(3, 3, 32, 32), np.array([1, 2, 3])
+    assert fingerprint(x, y) == fingerprint(x.copy(order="F"), y.astype(np.int32))  # not how it was stored
+    assert fingerprint(x, y) != fingerprint(x, np.array([1, 2, 4])) and len(OFFICIAL) >= 1
+
+
+# a store that cannot be tricked
+
+
+@pytest.mark.parametrize("name", ["lock", "starts.jsonl", "train.log", "metrics.jsonl", "result.json"])
+def test_a_link_planted_in_a_run_directory_is_never_written_through(tmp_path, name):  # finding 7
+    """Appended files refuse a link in one line; files written whole replace it (the victim is never touched)."""
+    c = compose(_b(tmp_path))
+    d = store.run_dir(c)
+    d.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (d / name).symlink_to(victim)
+    proc = cli("train", "--quiet", *_b(tmp_path))
+    assert victim.read_text() == "precious\n"
+    if name in ("lock", "starts.jsonl"):
+        assert proc.returncode == 1 and "link" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_rejected_files_are_numbered_never_overwritten(tmp_path):  # finding 8
+    c = compose(_b(tmp_path))
+    d = store.run_dir(c)
+    d.mkdir(parents=True)
+    for n in range(3):
+        (d / "result.json").write_text(f'{{"foreign": {n}}}')
+        (d / "checkpoint.pt").write_bytes(b"not a checkpoint %d" % n)
+        (again,) = run_cells(c)
+        assert again["status"] == "done"
+        (d / "result.json").unlink()
+        (d / "checkpoint.pt").unlink()
+    kept = sorted(p.name for p in d.glob("*.rejected*"))
+    assert kept == [f"{f}.rejected{s}" for f in ("checkpoint.pt", "result.json") for s in ("", ".1", ".2")]
+    assert {(d / n).read_bytes() for n in kept if n.startswith("result")} == {b'{"foreign": %d}' % n for n in range(3)}
+
+
+def test_a_writers_leftover_temporary_files_are_removed_on_the_next_start(tmp_path):  # finding 10
+    c = compose(_b(tmp_path))
+    d = store.run_dir(c)
+    d.mkdir(parents=True)
+    leftover = d / ".checkpoint.pt.partial-x1y2z3"
+    leftover.write_bytes(b"0" * 1000)
+    run_cells(c)
+    assert not leftover.exists()
+
+
+def test_a_bad_line_in_starts_jsonl_does_not_block_a_resume(tmp_path):  # finding 11
+    c = compose(_b(tmp_path))
+    d = store.run_dir(c)
+    d.mkdir(parents=True)
+    (d / "starts.jsonl").write_text('{"foo": 1}\n')
+    (result,) = run_cells(c)
+    assert result["status"] == "done" and result["resumed_from"] == []
+
+
+@pytest.mark.slow
+def test_closing_the_terminal_checkpoints_like_sigterm(tmp_path):  # finding 9
+    args = [*_b(tmp_path), "train.iterations=4000", "train.eval_every=4", "train.checkpoint_every=4000"]
+    proc = start_cli("train", *args)
+    d = store.run_dir(compose(args))
+    deadline = time.monotonic() + 120
+    while not store.read_jsonl(d / "metrics.jsonl") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGHUP and "SIGHUP: checkpoint saved" in _ + err
+    assert store.cell_status(d) == "partial"
+
+
+@pytest.mark.slow
+def test_a_stopped_holder_of_a_cell_is_reported_as_stopped(tmp_path):  # finding 17
+    args = [*_b(tmp_path), "train.iterations=100000", "train.eval_every=4"]
+    proc = start_cli("train", "--quiet", *args)
+    d = store.run_dir(compose(args))
+    deadline = time.monotonic() + 120
+    while not store.read_jsonl(d / "metrics.jsonl") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        status = cli("status", f"store.root={tmp_path / 'store'}")
+        assert "running" in status.stdout and f"pid {proc.pid}" in status.stdout
+        assert "stopped (SIGSTOP)" in status.stdout
+        second = cli("train", "--quiet", *args)
+        assert second.returncode == 1 and "stopped (SIGSTOP)" in second.stderr
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+# what a user types
+
+
+def test_a_store_path_with_a_comma_quotes_or_non_ascii_works_in_sweep(tmp_path):  # finding 6
+    root = tmp_path / "results/a,b (é)='x'"
+    data = tmp_path / "data,1"
+    paths = [f"store.root={_hydra_quoted(root)}", f"data.root={_hydra_quoted(data)}"]
+    proc = cli("sweep", "table2", *B[:-1], "train.iterations=4", "unit=original", "model=resnet110", *paths)
+    assert proc.returncode == 0, proc.stderr
+    assert len(store.scan(root)[0]) == 1 and not (tmp_path / "results" / "a").exists()
+
+
+def _hydra_quoted(path):
+    from resnet_ablate.sweep import quote
+
+    return quote(str(path))
+
+
+def test_narrowing_a_preset_selects_the_lines_with_that_value():  # finding 18
+    assert len(preset_grid("table1", ["shortcut=identity"])) == 5
+    assert {c[-1] for c in preset_grid("table2", ["unit=original"])} <= {"model=resnet110", "model=resnet164"}
+    assert len(preset_grid("table2", ["unit=original"])) == 10
+    assert all("model=resnet20" in c for c in preset_grid("table2", ["model=resnet20"]))  # a new value replaces
+    assert expand_grid(["a=1 b=1", "a=2 b=2"], [], ["a=2"]) == [["a=2", "b=2"]]
+
+
+def test_a_dry_run_needs_no_data(tmp_path):  # finding 18
+    res = CliRunner().invoke(app, ["sweep", "table5", "--dry-run", f"data.root={tmp_path}"])
+    assert res.exit_code == 0, res.output
+    assert "8 cells" not in res.output and "4 cells: 4 pending" in res.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "~store"], "the overrides remove store"),
+        (["train", "~train"], "the overrides remove train."),
+        (["train", "~seed"], "the overrides remove seed"),
+        (["train", "launcher.jobs_per_gpu=100000000"], "launcher.jobs_per_gpu=100000000 is out of range"),
+        (["train", "unit.name=a$\\frac$"], "unit.name='a$\\\\frac$' is not a name"),
+        (["status", "store.root=/nonexistent/store"], "holds no runs/ folder"),
+        (["report", "--out", "."], "--out . is a folder"),
+        (["table", "table2", "--out", "."], "--out . is a folder"),
+        (["plot", "runs", "--out", "pyproject.toml"], "--out pyproject.toml is a file"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(args, message):  # findings 13, 15
+    res = CliRunner().invoke(app, args)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output
+
+
+def test_filters_take_the_override_spelling_too(two_seeds):  # finding 15
+    for spelling in ("depth=8", "model.depth=8"):
+        args = ["table", "table2", "data=synthetic", "model=resnet20", spelling, f"store.root={two_seeds}"]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+
+
+def test_the_wandb_reader_stops_at_a_record_whose_crc_does_not_match(tmp_path):  # finding 19
+    import struct
+    import zlib
+
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    from resnet_ablate.trackers import wandb_records
+
+    def chunk(record: Record) -> bytes:
+        data = record.SerializeToString()
+        return struct.pack("<IHB", zlib.crc32(bytes([1]) + data), len(data), 1) + data
+
+    records = [Record(num=i) for i in range(3)]
+    body = b":W&B\x00\x00\x00" + b"".join(chunk(r) for r in records)
+    (tmp_path / "ok.wandb").write_bytes(body)
+    assert [r.num for r in wandb_records(tmp_path / "ok.wandb")] == [0, 1, 2]
+    damaged = bytearray(body)
+    damaged[-1] ^= 0xFF  # a flipped bit in the last record
+    (tmp_path / "bad.wandb").write_bytes(bytes(damaged))
+    assert [r.num for r in wandb_records(tmp_path / "bad.wandb")] == [0, 1]
