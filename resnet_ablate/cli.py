@@ -206,6 +206,7 @@ def _interrupted_by_sigterm():
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
     """The cells as a table: the axes that vary (as columns), status, run directory, GPU-hour estimate."""
+    from .models import architecture
     from .sweep import axes as grid_axes
     from .sweep import forward_macs, gpu_hours
 
@@ -229,7 +230,7 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
         counts[status] = counts.get(status, 0) + 1
         row = [v.get(k, "") for k in axes] + [status, *([jobs.get(c.directory, "")] if jobs else []), str(c.directory)]
         if tflops:
-            arch = str([c.cfg.model, c.cfg.unit, c.cfg.shortcut, c.cfg.data.num_classes])
+            arch = architecture(c.cfg)
             if arch not in macs:
                 macs[arch] = forward_macs(c.cfg)
             h = gpu_hours(c.cfg, macs[arch], tflops)

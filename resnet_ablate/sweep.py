@@ -208,9 +208,14 @@ class Cell:
 
 
 def plan(preset: str, arguments: list[str]) -> list[Cell]:
-    cells = []
+    """The cells of a preset's grid, composed: once per cell less its seed (seeds are copies, ``with_seed``)."""
+    cells, composed = [], {}
     for overrides in preset_grid(preset, arguments):
-        cfg = compose(overrides)
+        rest = tuple(o for o in overrides if not o.startswith("seed="))
+        if rest not in composed:
+            composed[rest] = compose(list(rest))
+        seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
+        cfg = with_seed(composed[rest], int(seeds[0])) if seeds and seeds[0].isdigit() else compose(overrides)
         cells.append(Cell(overrides, cfg, store.run_dir(cfg)))
     return cells
 

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from .data import data_root
+from .models import architecture
 from .schema import Dataset, ShortcutConfig
 from .trackers import check_installed
 
@@ -131,7 +132,6 @@ def check_architecture(cfg: DictConfig) -> None:
     """Build the network on the meta device (no memory, no time)."""
     from .models import build_model
 
-    check_shortcut(cfg.shortcut)
     with torch.device("meta"):
         build_model(cfg)
 
@@ -145,7 +145,8 @@ def check_cells(cfgs, data: bool = True) -> None:
         check_device(cfg)
         if data:
             check_data(cfg)
-        arch = str([cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes])
+        check_shortcut(cfg.shortcut)
+        arch = architecture(cfg)
         if arch not in built:
             built.add(arch)
             check_architecture(cfg)

@@ -286,7 +286,7 @@ def test_a_store_path_with_a_comma_quotes_or_non_ascii_works_in_sweep(tmp_path):
     root = tmp_path / "results/a,b (é)='x'"
     data = tmp_path / "data,1"
     paths = [f"store.root={_hydra_quoted(root)}", f"data.root={_hydra_quoted(data)}"]
-    proc = cli("sweep", "table2", *B[:-1], "train.iterations=4", "unit=original", "model=resnet110", *paths)
+    proc = cli("sweep", "table2", *B[:-1], "train.iterations=4", "unit=original", "model=resnet110", "seed=0", *paths)
     assert proc.returncode == 0, proc.stderr
     assert len(store.scan(root)[0]) == 1 and not (tmp_path / "results" / "a").exists()
 

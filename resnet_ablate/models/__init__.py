@@ -25,6 +25,12 @@ def build_model(cfg: Config) -> ResNet:
     return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes)
 
 
+def architecture(cfg: Config) -> str:
+    """What decides a network's shape (its modules and their sizes): cells equal in it build alike, whatever their
+    shortcut parameters (λ, b_g, p are values, not shapes) or recipe."""
+    return str([cfg.model, cfg.unit, cfg.shortcut.kind, cfg.data.num_classes])
+
+
 def count_macs(net: nn.Module, image_size: int) -> int:
     """Multiply-adds of one forward pass of one image (convs and the classifier)."""
     total = 0
