@@ -172,7 +172,8 @@ def test_compare_refuses_to_pool_two_nets_and_names_them(tmp_path):  # finding 2
     df = records(tmp_path / "store")
     from resnet_ablate.report.compare import compare
 
-    with pytest.raises(LookupError, match=r"differ in model \(resnet110, resnet164\); block \(basic, bottleneck\); depth \(11, 8\)"):
+    pooled = r"differ in model \(resnet110, resnet164\); block \(basic, bottleneck\); depth \(11, 8\)"
+    with pytest.raises(LookupError, match=pooled):
         compare(df, "unit", ["original", "full_preact"], {"data": "synthetic"})
     rows, _ = compare(df, "unit", ["original", "full_preact"], {"model.name": "resnet164"})
     assert list(rows["n"]) == [2, 2]
