@@ -328,8 +328,9 @@ def _worker_pid(tmp_path, timeout=240) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
         for run in tmp_path.glob("runs/*"):
-            if (run / "checkpoint.pt").exists() and (run / "lock").read_text().strip():
-                return int((run / "lock").read_text())
+            holder = store.read_json(run / "lock")  # {"host", "pid", "since"} while a process holds it
+            if (run / "checkpoint.pt").exists() and holder:
+                return holder["pid"]
         time.sleep(0.1)
     raise AssertionError("no worker started training")
 
