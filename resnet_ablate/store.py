@@ -166,6 +166,11 @@ def cell_status(directory: Path) -> Status:
     return Status.partial if (directory / "checkpoint.pt").exists() else Status.pending
 
 
+def results(root: str | Path) -> list[dict]:
+    """The result.json of every ended run (``record.scan``: each checked), as plain data."""
+    return [r.result for r in scan(root)[0]]
+
+
 def save_config(directory: Path, cfg: DictConfig) -> None:
     atomic_write(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
 
