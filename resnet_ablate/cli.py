@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -48,17 +47,12 @@ def fail(message: str, code: int = 2):
 
 
 def compose_or_fail(overrides: list[str]):
-    from .axes import AXES, UNKEYED
     from .config import compose
 
     try:
-        cfg = compose(overrides)
+        return compose(overrides)
     except Exception as e:
         fail(one_line(e))
-    removed = [p for p in [*(a.path for a in AXES), *UNKEYED] if OmegaConf.select(cfg, p, default=KeyError) is KeyError]
-    if removed:
-        fail(f"the overrides remove {removed[0]}, a setting every run needs; set a value instead (e.g. {removed[0]}=…)")
-    return cfg
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from .axes import UNKEYED
+from .axes import AXES, UNKEYED
 from .schema import Config, DataConfig, ModelConfig, ShortcutConfig, TrainConfig, UnitConfig
 
 cs = ConfigStore.instance()
@@ -37,7 +37,8 @@ _initialised = None  # the Hydra instance this module initialised (composition r
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False) -> DictConfig:
-    """Compose the config as Hydra would for a run with these overrides."""
+    """Compose the config as Hydra would for a run with these overrides; one that removes a setting of the schema
+    is a ValueError."""
     global _initialised
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -48,7 +49,11 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
         hydra.clear()
         initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
         _initialised = hydra.hydra
-    return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    removed = [p for p in [*(a.path for a in AXES), *UNKEYED] if OmegaConf.select(cfg, p, default=KeyError) is KeyError]
+    if removed:  # a deletion override (``~store``): every later reader would fail on it
+        raise ValueError(f"the overrides remove {removed[0]}, a setting every run needs; set a value instead")
+    return cfg
 
 
 def with_seed(cfg: DictConfig, seed: int) -> DictConfig:

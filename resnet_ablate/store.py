@@ -121,8 +121,11 @@ def lock_holder(directory: Path) -> str | None:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = read_json(directory / "lock") or {}
-            return _describe(holder, os.fstat(fd).st_mtime)
+            try:
+                holder = json.loads(f.read(4096))
+            except ValueError:  # an older lock (a bare pid), or torn
+                holder = {}
+            return _describe(holder if isinstance(holder, dict) else {}, os.fstat(fd).st_mtime)
         fcntl.flock(f, fcntl.LOCK_UN)
         return None
 

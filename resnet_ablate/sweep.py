@@ -43,11 +43,8 @@ def expand_grid(lines: list[str], params: list[str], arguments: list[str]) -> li
     given = parser.parse_overrides(arguments)
     parsed = [parser.parse_overrides(shlex.split(line)) for line in lines or [""]]
     choices = [{o.get_key_element(): set(_choices(o)) for o in line} for line in parsed]
-    selecting = {
-        a.get_key_element(): set(_choices(a))
-        for a in given
-        if any(set(_choices(a)) & line.get(a.get_key_element(), set()) for line in choices)
-    }
+    wanted = {a.get_key_element(): set(_choices(a)) for a in given}
+    selecting = {k: v for k, v in wanted.items() if any(v & line.get(k, set()) for line in choices)}
     return _cells(parser.parse_overrides(params), parsed, given, selecting)
 
 

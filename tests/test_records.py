@@ -318,6 +318,7 @@ def test_a_dry_run_needs_no_data(tmp_path):  # finding 18
         (["train", "~store"], "the overrides remove store"),
         (["train", "~train"], "the overrides remove train."),
         (["train", "~seed"], "the overrides remove seed"),
+        (["sweep", "table2", "--dry-run", "~store"], "the overrides remove store"),
         (["train", "launcher.jobs_per_gpu=100000000"], "launcher.jobs_per_gpu=100000000 is out of range"),
         (["train", "unit.name=a$\\frac$"], "unit.name='a$\\\\frac$' is not a name"),
         (["status", "store.root=/nonexistent/store"], "holds no runs/ folder"),

@@ -74,7 +74,7 @@ def named(df: pd.DataFrame, key: str) -> str:
 def select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
     """The rows of ``df`` whose columns hold the given values (a list: any of them)."""
     for key, value in match.items():
-        column_, values = df[named(df, key)], value if isinstance(value, list) else [value]
+        column_, values = df[named(df, key)], _as_list(value)
         df = df[column_.astype(str).isin([str(v) for v in values]) | column_.isin(values)]
     return df
 
