@@ -54,10 +54,9 @@ def workers(root: Path) -> list[int]:
     """Pids of the processes holding cells' locks."""
     pids = []
     for run in root.glob("runs/*"):
-        if store.is_locked(run):
-            text = (run / "lock").read_text().strip()
-            if text.isdigit():
-                pids.append(int(text))
+        holder = store.read_json(run / "lock") if store.lock_holder(run) else None  # {"host", "pid", "since"}
+        if holder and isinstance(holder.get("pid"), int):
+            pids.append(holder["pid"])
     return pids
 
 

@@ -283,7 +283,7 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
     _, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 130 and "rerun the same command to resume" in err
     (run,) = tmp_path.glob("runs/*")
-    assert not (run / "result.json").exists() and not store.is_locked(run)  # the worker is gone, nothing ended
+    assert not (run / "result.json").exists() and store.lock_holder(run) is None  # the worker is gone, nothing ended
     stopped_at = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
     cli("sweep", *args, check=True, timeout=600)
     result = store.read_json(run / "result.json")
