@@ -206,7 +206,7 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
 
     values, axes = grid_axes([c.overrides for c in cells])
     fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in axes)
-    from .sweep import slurm_jobs
+    from .slurm import jobs as slurm_jobs
 
     jobs = slurm_jobs([c.directory for c in cells])
     table = Table(
@@ -244,7 +244,8 @@ def status(
 ):
     """What is done, running, failed or pending, read from the store."""
     from . import store
-    from .sweep import plan, slurm_jobs
+    from .slurm import jobs as slurm_jobs
+    from .sweep import plan
 
     args = list(overrides or [])
     if preset and "=" in preset:  # no preset: the first argument is an override (status store.root=DIR)

@@ -24,6 +24,7 @@ for _group, _node in [
 ]:
     cs.store(group=_group, name="schema", node=_node, package=_group if _group != "budget" else "train")
 
+
 def conf_dir() -> Path:
     """conf/ beside the package in a checkout, or inside it in an installed wheel."""
     here = Path(__file__).resolve().parent

@@ -174,25 +174,6 @@ def gpu_hours(cfg: DictConfig, macs: int, tflops: float) -> float:
     return 6 * macs * cfg.train.batch_size * cfg.train.iterations / (tflops * 1e12) / 3600
 
 
-def slurm_jobs(directories: list[Path]) -> dict[Path, str]:
-    """'<job id> <state>' of the SLURM job that last ran each cell (from scheduler.json and one sacct call)."""
-    ids = {d: j["slurm_job_id"] for d in directories if (j := store.read_json(d / "scheduler.json"))}
-    if not ids:
-        return {}
-    states: dict[str, str] = {}
-    try:
-        out = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(set(ids.values()))],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-        states = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return {d: f"{job} {states.get(job, '')}".strip() for d, job in ids.items()}
-
-
 @dataclass
 class Cell:
     overrides: list[str]

@@ -131,6 +131,17 @@ def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
     assert iterations == list(range(5, 201, 5))
 
 
+@pytest.mark.slurm
+def test_a_job_the_partition_can_never_start_is_cancelled_with_the_schedulers_reason(cluster, tmp_path):
+    more_cpus_than_the_node = f"hydra.launcher.cpus_per_task={os.cpu_count() + 1}"
+    proc = cli("sweep", *_two_cells(tmp_path), *SLURM, more_cpus_than_the_node, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "SLURM cannot start 2 job(s) of this sweep (PartitionConfig" in proc.stderr
+    queue = subprocess.run(["squeue", "-h", "-t", "PENDING"], capture_output=True, text=True, check=True)
+    assert queue.stdout == ""  # cancelled, not left waiting
+    assert not list(tmp_path.glob("runs/*/result.json"))
+
+
 def test_slurm_launcher_without_sbatch_fails_at_once(tmp_path):
     proc = cli(
         "sweep", "table2", *SMALL, f"store.root={tmp_path}", *SLURM, env={"PATH": os.path.dirname(sys.executable)}

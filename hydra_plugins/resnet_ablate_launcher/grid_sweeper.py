@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
@@ -66,10 +67,28 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else max(1, len(cells))
         returns, ok = [], False
+        watch = self._watch()
         try:
             for start in range(0, len(cells), size):
                 returns.append(self.launcher.launch(cells[start : start + size], initial_job_idx=start))
             ok = all(r.status is JobStatus.COMPLETED for batch in returns for r in batch)
+        except Exception:
+            if watch is None or not watch.refused:
+                raise
         finally:
+            if watch is not None:
+                watch.stop()
             trackers.close_sweep(self.config, parent, ok)
+        if watch is not None and watch.refused:
+            raise CompactHydraException(watch.why())  # one line, not the launcher's traceback
         return returns
+
+    def _watch(self):
+        """On SLURM, a watch that reports the submitted jobs' pending reasons (resnet_ablate/slurm.py)."""
+        if self.config.launcher.name != "slurm":
+            return None
+        from resnet_ablate.slurm import PendingWatch
+
+        watch = PendingWatch(Path(str(self.config.hydra.launcher.submitit_folder)).parent)
+        watch.start()
+        return watch

@@ -17,6 +17,7 @@ from torch import nn
 
 OPS = ("conv", "bn", "relu")
 
+
 @dataclass(frozen=True)
 class Placement:
     pre: tuple[str, ...]
