@@ -12,8 +12,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 app = typer.Typer(
     add_completion=False,
@@ -61,6 +59,7 @@ def describe(
 ):
     """Architecture summary: parameters, multiply-adds, weight layers, units per stage, the unit's op order."""
     from .models import describe as summary
+    from .report.render import architecture
 
     cfg = compose_or_fail(overrides or [])
     try:
@@ -70,13 +69,7 @@ def describe(
     if as_json:
         print(json.dumps(info))
         return
-    table = Table(show_header=False, box=None)
-    for key, value in info.items():
-        table.add_row(
-            key.replace("_", " "),
-            f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value),
-        )
-    out.print(table)
+    out.print(architecture(info))
 
 
 @app.command()
@@ -199,42 +192,11 @@ def _interrupted_by_sigterm():
 
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
-    """The cells as a table: the axes that vary (as columns), status, run directory, GPU-hour estimate."""
-    from .models import architecture
-    from .sweep import axes as grid_axes
-    from .sweep import forward_macs, gpu_hours
+    from .report.render import cells as render
 
-    values, axes = grid_axes([c.overrides for c in cells])
-    fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in axes)
-    from .slurm import jobs as slurm_jobs
-
-    jobs = slurm_jobs([c.directory for c in cells])
-    table = Table(
-        *axes,
-        "status",
-        *(["SLURM job"] if jobs else []),
-        "run directory",
-        *(["GPU-h"] if tflops else []),
-        title=escape(fixed) or None,  # list overrides ([12,18]) are not rich markup
-    )
-    macs: dict[str, int] = {}
-    hours, counts = 0.0, {}
-    for c, v in zip(cells, values):
-        status = c.status
-        counts[status] = counts.get(status, 0) + 1
-        row = [v.get(k, "") for k in axes] + [status, *([jobs.get(c.directory, "")] if jobs else []), str(c.directory)]
-        if tflops:
-            arch = architecture(c.cfg)
-            if arch not in macs:
-                macs[arch] = forward_macs(c.cfg)
-            h = gpu_hours(c.cfg, macs[arch], tflops)
-            hours += h if status not in ("done", "diverged") else 0
-            row.append(f"{h:.3g}")
-        table.add_row(*row)
+    table, summary = render(cells, tflops)
     out.print(table)
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    estimate = f"; about {hours:.3g} GPU-hours to go at {tflops:g} effective TFLOP/s" if tflops else ""
-    out.print(f"{len(cells)} cells: {summary}{estimate}", highlight=False)
+    out.print(summary, highlight=False, markup=False)
 
 
 @app.command()
@@ -244,7 +206,6 @@ def status(
 ):
     """What is done, running, failed or pending, read from the store."""
     from . import store
-    from .slurm import jobs as slurm_jobs
     from .sweep import plan
 
     args = list(overrides or [])
@@ -261,27 +222,9 @@ def status(
     root = Path(cfg.store.root)
     if not (root / "runs").is_dir():
         fail(f"store.root {str(root)!r} holds no runs/ folder: no store there (set store.root=DIR)")
-    from .axes import AXES, lookup
+    from .report.render import runs
 
-    shown = [a for a in AXES if a.shown]
-    dirs = sorted(d for d in (root / "runs").iterdir() if d.is_dir() and not d.is_symlink())
-    jobs = slurm_jobs(dirs)
-    table = Table("run", "status", *(a.column for a in shown), "test err", *(["SLURM job"] if jobs else []))
-    holders = []
-    for d in dirs:
-        result = store.read_result(d) or {}
-        c = result.get("config") or store.saved_config(d)
-        err = result.get("test_error")
-        state = store.cell_status(d)
-        if state == "running":
-            holders.append(f"{d.name}: held by {store.lock_holder(d)}")
-        table.add_row(
-            d.name,
-            str(state),
-            *(_cell(lookup(c, a.path)) for a in shown),
-            f"{100 * err:.2f}%" if err is not None else "",
-            *([jobs.get(d, "")] if jobs else []),
-        )
+    table, holders = runs(root)
     out.print(table)
     for line in holders:
         out.print(line, highlight=False, markup=False)
@@ -333,11 +276,12 @@ def table(
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of the terminal."),
 ):
     """A paper table from our runs: median over seeds (mean±std, n), the paper's number and Δ."""
-    from .report.tables import build, layout, not_comparable_note, records
+    from .report.render import FORMATS, paper_table
+    from .report.render import text as as_text
+    from .report.tables import build, records
 
-    formats = ("rich", "md", "latex", "csv")
-    if fmt not in formats:
-        fail(f"unknown format {fmt!r}; valid: {', '.join(formats)}")
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     _check_out(out_file, folder=False)
     root, where = _filters(filters)
     runs = records(root)
@@ -346,35 +290,14 @@ def table(
         result, header = build(name, runs, where)
     except (ValueError, LookupError) as e:
         fail(str(e))
-    title = f"{name}: test error (%), ours = median (mean±std) n=seeds, " + " ".join(
-        f"{k}={v}" for k, v in header.items() if k not in ("table", "complete")
-    )
-    depths = sorted({d for d in result["depth"] if d})
-    note = " ".join(
-        [
-            *([] if header["complete"] else ["PARTIAL: some cells have no finished run."]),
-            *([not_comparable_note(result)] if not result["comparable"].all() else []),
-            *([f"Depths of our runs: {', '.join(depths)}."] if depths else []),
-        ]
-    )
-    wide = layout(result)
-    flat = wide.set_axis([f"{c} {k}" for c, k in wide.columns], axis=1)
-    if fmt == "csv":
-        text = result.to_csv(index=False)
-    elif fmt == "md":
-        text = f"**{title}**\n\n" + flat.to_markdown(disable_numparse=True) + (f"\n\n{note}" if note else "") + "\n"
-    elif fmt == "latex":
-        text = flat.to_latex(escape=True, caption=title + (f" {note}" if note else ""), label=f"tab:{name}")
+    shown = paper_table(name, result, header, fmt)
+    if isinstance(shown, str):
+        text = shown
+    elif out_file is None:
+        out.print(shown)
+        return
     else:
-        t = Table("", *[f"{c}\n{k}" for c, k in wide.columns], title=title, caption=note or None)
-        for row, values in wide.iterrows():
-            t.add_row(row, *values)
-        if out_file is None:
-            out.print(t)
-            return
-        console = Console(record=True, width=200)
-        console.print(t)
-        text = console.export_text()
+        text = as_text(shown)
     if out_file is None:
         print(text, end="")
     else:
@@ -393,11 +316,11 @@ def compare(
     """Settings along one axis over seeds: n, medians, mean ± std, Δ with a BCa bootstrap CI, an exact permutation
     test's p (paired over seeds when they match), and a verdict that says what the number of seeds allows."""
     from .report.compare import compare as run_compare
+    from .report.render import FORMATS, comparison
     from .report.tables import records
 
-    formats = ("rich", "md", "latex", "csv")
-    if fmt not in formats:
-        fail(f"unknown format {fmt!r}; valid: {', '.join(formats)}")
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     key, sep, values = axis.partition("=")
     if not sep or "," not in values:
         fail(f"the axis {axis!r} must be key=a,b[,…] (e.g. unit=original,full_preact)")
@@ -415,26 +338,13 @@ def compare(
         rows = json.loads(result.to_json(orient="records"))
         print(json.dumps({"axis": key, "rows": rows, "verdicts": verdicts}))
         return
-    shown = result.map(_cell)
-    if fmt == "csv":
-        print(result.to_csv(index=False), end="")
-    elif fmt == "md":
-        print(shown.to_markdown(index=False) + "\n\n" + "\n".join(f"- {v}" for v in verdicts))
-    elif fmt == "latex":
-        print(shown.to_latex(index=False, escape=True, caption=" ".join(verdicts), label=f"tab:compare-{key}"))
-    else:
-        t = Table(*result.columns, title=f"test error (%) by {key}")
-        for _, r in shown.iterrows():
-            t.add_row(*r)
-        out.print(t)
-        for v in verdicts:
-            out.print(v, highlight=False, soft_wrap=True)
-
-
-def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    shown = comparison(result, verdicts, key, fmt)
+    if isinstance(shown, str):
+        print(shown, end="")
+        return
+    out.print(shown)
+    for v in verdicts:
+        out.print(v, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -499,6 +409,7 @@ def bench(
 ):
     """Training throughput: images/s, ms/step, MFU, peak memory and compile time; ratio to a plain baseline loop."""
     from .bench import measure, measure_peak_tflops, time_ours
+    from .report.render import bench as render
     from .step import TrainStep, check_together, resolve_device
 
     if warmup <= TrainStep.WARMUP:
@@ -537,25 +448,7 @@ def bench(
         print(json.dumps({"device": device_name, "peak_tflops": peak, "rows": rows}))
         return
     title = f"training throughput on {device_name} (batch {cfg.train.batch_size}; peak {peak:.1f} TFLOP/s)"
-    out.print(_bench_table(rows, title))
-
-
-def _bench_table(rows: list[dict], title: str) -> Table:
-    columns = ["model", "setup", "jobs × streams × seeds", "images/s", "ms/step", "MFU", "peak mem GB"]
-    t = Table(*columns, "warm-up+compile s", "× baseline", title=title)
-    for r in rows:
-        t.add_row(
-            r["model"],
-            r["setup"],
-            f"{r['jobs']} × {r.get('streams', 1)} × {r.get('seeds', 1)}",
-            f"{r['images_per_s']:,.0f}",
-            f"{r['ms_per_step']:.1f}",
-            f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "",
-            f"{r['peak_mem_gb']:.2f}" if r.get("peak_mem_gb") else "",
-            f"{r['warmup_compile_s']:.1f}" if "warmup_compile_s" in r else "",
-            f"{r['x_baseline']:.2f}" if r.get("x_baseline") else "",
-        )
-    return t
+    out.print(render(rows, title))
 
 
 def torch_device_name(device) -> str:

@@ -101,7 +101,7 @@ def test_a_mistyped_or_out_of_range_record_is_skipped_with_its_reason_and_rerun(
     (d / "result.json").write_text(json.dumps(result))
     df = records(root)
     assert list(df["seed"]) == [1] and df["error"].between(0, 100).all()
-    (reason, names), = df.attrs["skipped"].items()
+    ((reason, names),) = df.attrs["skipped"].items()
     assert why in reason and names == [d.name]
     assert store.cell_status(d) == "partial"  # not done: a sweep reruns it (from its last checkpoint)
     (again,) = run_cells(compose(_b(tmp_path)))

@@ -175,6 +175,41 @@ def test_table_formats(root, fmt, needle, tmp_path):
     assert needle in text and "6.61" in text and "PARTIAL" in text
 
 
+def _pdflatex(tmp_path, body: str) -> None:
+    """Compile ``body`` in a bare article with booktabs; fail with pdflatex's first error line."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("Debian's TeX Live is not installed (.ci/run installs it)")
+    tex = tmp_path / "doc.tex"
+    preamble = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+    tex.write_text(preamble + body + "\n\\end{document}\n")
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("!")]
+    assert proc.returncode == 0 and (tmp_path / "doc.pdf").exists(), errors or proc.stdout[-2000:]
+
+
+def test_latex_from_table_and_compare_compiles_in_a_bare_article(root, tmp_path):
+    from resnet_ablate.report.render import latex_text
+
+    table = CliRunner().invoke(app, ["table", "table2", "data=synthetic", f"store.root={root}", "--format", "latex"])
+    compared = CliRunner().invoke(
+        app, ["compare", "unit=original,full_preact", "model=resnet110", f"store.root={root}", "--format", "latex"]
+    )
+    assert table.exit_code == 0 and compared.exit_code == 0, table.output + compared.output
+    assert "(\\%)" in table.output and "full\\_preact" in compared.output and "95\\%" not in compared.output
+    every = "Table 1 λ=0.5, F×0.5; Δ ±2 % & # _ $ {x} ~ ^ \\ − – — … → ≤ ≥ · α 2ⁿ"
+    assert "λ" not in latex_text(every) and "Δ" not in latex_text(every)
+    _pdflatex(tmp_path, table.output + compared.output + latex_text(every))
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -197,7 +232,8 @@ def test_compare_reports_n_and_what_two_seeds_allow(root):
     res = CliRunner().invoke(app, ["compare", "unit=original,full_preact", "model=resnet110", f"store.root={root}"])
     assert res.exit_code == 0, res.output
     assert "full_preact vs original" in res.output and "exact paired permutation (sign-flip) test, n=2/2" in res.output
-    assert "2 paired seeds cannot reach p < 0.05 two-sided; 6 can" in res.output
+    assert "2 paired seeds cannot reach p < 0.05 two-sided (no interval at this n); 6 can" in res.output
+    assert "CI" not in res.output  # an interval from two seeds is not printed as if it meant something
 
 
 def _runs(errors: dict[str, list[float]], seeds=None) -> pd.DataFrame:
@@ -218,13 +254,17 @@ def test_five_paired_seeds_never_separate_two_settings_six_can():
     a, b = [6.0, 6.2, 6.1, 5.9, 6.3, 6.0], [8.0, 8.3, 8.1, 7.9, 8.2, 8.4]
     table, verdicts = compare(_runs({"a": a[:5], "b": b[:5]}), "unit", ["a", "b"], {})
     assert table.loc[1, "p"] == pytest.approx(1 / 16)  # every difference positive: the exact floor 2/2^5
-    assert "5 paired seeds cannot reach p < 0.05 two-sided; 6 can" in verdicts[0]
+    assert "5 paired seeds cannot reach p < 0.05 two-sided (no interval at this n); 6 can" in verdicts[0]
+    assert "CI" not in verdicts[0] and table.loc[1, "ci_low"] is None
     table, verdicts = compare(_runs({"a": a, "b": b}), "unit", ["a", "b"], {})
     assert table.loc[1, "p"] == pytest.approx(1 / 32) and "the data separate them; a has the lower error" in verdicts[0]
     d = np.array(b) - np.array(a)
     ci = stats.bootstrap((d,), np.mean, method="BCa", random_state=0).confidence_interval
     assert (table.loc[1, "ci_low"], table.loc[1, "ci_high"]) == pytest.approx((ci.low, ci.high))
     assert table.loc[1, "delta"] == pytest.approx(d.mean()) and table.loc[1, "test"].startswith("exact paired")
+    assert f"95% BCa CI [{ci.low:+.2f}, {ci.high:+.2f}]" in verdicts[0]
+    table, verdicts = compare(_runs({"a": a, "b": a}), "unit", ["a", "b"], {})
+    assert "no interval (no spread)" in verdicts[0] and "nan" not in verdicts[0]
 
 
 def test_unpaired_seeds_use_the_exact_two_sample_test_as_scipy_computes_it():

@@ -47,18 +47,21 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool, seed: int = 0) -> dic
 
 
 def _verdict(s, ref, r: dict, n: int, m: int, paired: bool) -> str:
-    head = (
-        f"{s} vs {ref}: Δ {r['delta']:+.2f} points, 95% BCa CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], "
-        f"p = {r['p']:.4f} ({r['test']}, n={n}/{m})"
-    )
-    floor = smallest_p(n) if paired else smallest_p(n, m)
-    if r["p"] < ALPHA:
-        better = ref if r["delta"] > 0 else s
-        return f"{head}: the data separate them; {better} has the lower error."
-    if floor >= ALPHA:
+    """Δ, p and what they allow. Where n seeds cannot reach p < ALPHA at all, no interval is printed: a 95% interval
+    from so few seeds means nothing, and one that excludes 0 beside "not separated" misleads."""
+    test = f"p = {r['p']:.4f} ({r['test']}, n={n}/{m})"
+    if r["ci_low"] is None:
+        seeds = f"{n} paired seeds" if paired else f"{n} and {m} seeds"
         more = next(k for k in range(n, 64) if (smallest_p(k) if paired else smallest_p(k, k)) < ALPHA)
-        seeds, enough = (f"{n} paired seeds", f"{more}") if paired else (f"{n} and {m} seeds", f"{more} each")
-        return f"{head}: not separated; {seeds} cannot reach p < {ALPHA} two-sided; {enough} can."
+        return (
+            f"{s} vs {ref}: Δ {r['delta']:+.2f} points, {test}: not separated; {seeds} cannot reach p < {ALPHA} "
+            f"two-sided (no interval at this n); {more}{'' if paired else ' each'} can."
+        )
+    finite = np.isfinite([r["ci_low"], r["ci_high"]]).all()
+    interval = f"95% BCa CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" if finite else "no interval (no spread)"
+    head = f"{s} vs {ref}: Δ {r['delta']:+.2f} points, {interval}, {test}"
+    if r["p"] < ALPHA:
+        return f"{head}: the data separate them; {ref if r['delta'] > 0 else s} has the lower error."
     return f"{head}: not separated at these seeds."
 
 
@@ -113,6 +116,8 @@ def compare(
             paired = set(a.index) == set(b.index) and a.index.is_unique and b.index.is_unique
             x, y = (a.loc[b.index].to_numpy(float), b.to_numpy(float)) if paired else (a.to_numpy(float), e)
             result = difference(x, y, paired, seed)
+            if (smallest_p(len(y)) if paired else smallest_p(len(y), len(x))) >= ALPHA:
+                result.update(ci_low=None, ci_high=None)  # n cannot support an interval (see _verdict)
             row.update(result)
             verdicts.append(_verdict(s, ref_name, result, len(y), len(x), paired))
         rows.append(row)

@@ -1,0 +1,204 @@
+"""What the commands print: paper tables, comparisons with their verdicts, sweep cells, the store's runs and
+throughput, as rich tables or as text (Markdown, LaTeX that compiles as it is in an ``article`` with ``booktabs``,
+CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+FORMATS = ("rich", "md", "latex", "csv")
+
+# LaTeX's special characters, and the symbols our text holds that pdflatex refuses as raw Unicode
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "Δ": r"$\Delta$",
+    "λ": r"$\lambda$",
+    "α": r"$\alpha$",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "→": r"$\rightarrow$",
+    "−": "-",
+    "–": "--",
+    "—": "---",
+    "…": r"\ldots{}",
+    "ⁿ": r"$^n$",
+}
+
+
+def latex_text(text: Any) -> str:
+    """Any text as LaTeX that typesets it as written: specials escaped, Greek and symbols as math."""
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def latex(frame: pd.DataFrame, caption: str, label: str, index: bool = True) -> str:
+    """A booktabs table (pandas' layout) whose every cell, header and caption is escaped by ``latex_text``."""
+    escaped = frame.map(latex_text).set_axis([latex_text(c) for c in frame.columns], axis=1)
+    escaped.index = [latex_text(i) for i in frame.index]
+    return escaped.to_latex(index=index, escape=False, caption=latex_text(caption), label=label)
+
+
+def number(v) -> str:
+    """A cell's value as shown: empty for none or NaN, four significant digits for a float."""
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def text(table: Table) -> str:
+    """A rich table as plain text (for a file)."""
+    console = Console(record=True, width=200)
+    console.print(table)
+    return console.export_text()
+
+
+def architecture(info: dict[str, Any]) -> Table:
+    """``describe``'s summary: a row per figure."""
+    table = Table(show_header=False, box=None)
+    for key, value in info.items():
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        table.add_row(key.replace("_", " "), escape(shown))
+    return table
+
+
+def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: str) -> Table | str:
+    """A paper table (``tables.build``'s rows) laid out as the paper's, with its title and note."""
+    from .tables import layout, not_comparable_note
+
+    title = f"{name}: test error (%), ours = median (mean±std) n=seeds, " + " ".join(
+        f"{k}={v}" for k, v in header.items() if k not in ("table", "complete")
+    )
+    depths = sorted({d for d in result["depth"] if d})
+    note = " ".join(
+        [
+            *([] if header["complete"] else ["PARTIAL: some cells have no finished run."]),
+            *([not_comparable_note(result)] if not result["comparable"].all() else []),
+            *([f"Depths of our runs: {', '.join(depths)}."] if depths else []),
+        ]
+    )
+    wide = layout(result)
+    flat = wide.set_axis([f"{c} {k}" for c, k in wide.columns], axis=1)
+    if fmt == "csv":
+        return result.to_csv(index=False)
+    if fmt == "md":
+        return f"**{title}**\n\n" + flat.to_markdown(disable_numparse=True) + (f"\n\n{note}" if note else "") + "\n"
+    if fmt == "latex":
+        return latex(flat, title + (f" {note}" if note else ""), f"tab:{name}")
+    t = Table("", *[f"{c}\n{k}" for c, k in wide.columns], title=escape(title), caption=escape(note) or None)
+    for row, values in wide.iterrows():
+        t.add_row(escape(row), *map(escape, values))
+    return t
+
+
+def comparison(result: pd.DataFrame, verdicts: list[str], axis: str, fmt: str) -> Table | str:
+    """``compare``'s rows and verdicts (as text; a rich table leaves the verdicts to be printed under it)."""
+    shown = result.map(number)
+    if fmt == "csv":
+        return result.to_csv(index=False)
+    if fmt == "md":
+        return shown.to_markdown(index=False) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
+    if fmt == "latex":
+        return latex(shown, " ".join(verdicts), f"tab:compare-{axis}", index=False)
+    t = Table(*result.columns, title=f"test error (%) by {escape(axis)}")  # the verdicts are printed under it
+    for _, r in shown.iterrows():
+        t.add_row(*map(escape, r))
+    return t
+
+
+def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
+    """A sweep's cells: the axes that vary (as columns), status, SLURM job, run directory, GPU-hour estimate; and a
+    summary line."""
+    from ..models import architecture
+    from ..slurm import jobs as slurm_jobs
+    from ..sweep import axes, forward_macs, gpu_hours
+
+    values, varied = axes([c.overrides for c in cells])
+    fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in varied)
+    jobs = slurm_jobs([c.directory for c in cells])
+    table = Table(
+        *varied,
+        "status",
+        *(["SLURM job"] if jobs else []),
+        "run directory",
+        *(["GPU-h"] if tflops else []),
+        title=escape(fixed) or None,  # list overrides ([12,18]) are not rich markup
+    )
+    macs: dict[str, int] = {}
+    hours, counts = 0.0, {}
+    for c, v in zip(cells, values):
+        status = c.status
+        counts[status] = counts.get(status, 0) + 1
+        row = [v.get(k, "") for k in varied] + [status, *([jobs.get(c.directory, "")] if jobs else [])]
+        row.append(str(c.directory))
+        if tflops:
+            arch = architecture(c.cfg)
+            if arch not in macs:
+                macs[arch] = forward_macs(c.cfg)
+            h = gpu_hours(c.cfg, macs[arch], tflops)
+            hours += h if status not in ("done", "diverged") else 0
+            row.append(f"{h:.3g}")
+        table.add_row(*map(escape, row))
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    estimate = f"; about {hours:.3g} GPU-hours to go at {tflops:g} effective TFLOP/s" if tflops else ""
+    return table, f"{len(cells)} cells: {summary}{estimate}"
+
+
+def runs(root: Path) -> tuple[Table, list[str]]:
+    """Every run directory of a store: status, the shown axes, test error, SLURM job; and a line per held cell
+    naming its lock's holder."""
+    from .. import store
+    from ..axes import AXES, lookup
+    from ..slurm import jobs as slurm_jobs
+
+    shown = [a for a in AXES if a.shown]
+    dirs = sorted(d for d in (root / "runs").iterdir() if d.is_dir() and not d.is_symlink())
+    jobs = slurm_jobs(dirs)
+    table = Table("run", "status", *(a.column for a in shown), "test err", *(["SLURM job"] if jobs else []))
+    holders = []
+    for d in dirs:
+        result = store.read_result(d) or {}
+        c = result.get("config") or store.saved_config(d)
+        err = result.get("test_error")
+        state = store.cell_status(d)
+        if state == "running":
+            holders.append(f"{d.name}: held by {store.lock_holder(d)}")
+        row = [d.name, str(state), *(number(lookup(c, a.path)) for a in shown)]
+        row += [f"{100 * err:.2f}%" if err is not None else "", *([jobs.get(d, "")] if jobs else [])]
+        table.add_row(*map(escape, row))
+    return table, holders
+
+
+def bench(rows: list[dict], title: str) -> Table:
+    """``bench``'s figures: a row per model × setup × packing."""
+    columns = ["model", "setup", "jobs × streams × seeds", "images/s", "ms/step", "MFU", "peak mem GB"]
+    t = Table(*columns, "warm-up+compile s", "× baseline", title=title)
+    for r in rows:
+        t.add_row(
+            r["model"],
+            r["setup"],
+            f"{r['jobs']} × {r.get('streams', 1)} × {r.get('seeds', 1)}",
+            f"{r['images_per_s']:,.0f}",
+            f"{r['ms_per_step']:.1f}",
+            f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "",
+            f"{r['peak_mem_gb']:.2f}" if r.get("peak_mem_gb") else "",
+            f"{r['warmup_compile_s']:.1f}" if "warmup_compile_s" in r else "",
+            f"{r['x_baseline']:.2f}" if r.get("x_baseline") else "",
+        )
+    return t
