@@ -50,11 +50,45 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
         hydra.clear()
         initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
         _initialised = hydra.hydra
-    cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    try:
+        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    except Exception as e:
+        hint = did_you_mean(overrides)
+        if hint:
+            raise ValueError(hint) from None
+        raise e
     removed = [p for p in [*(a.path for a in AXES), *UNKEYED] if OmegaConf.select(cfg, p, default=KeyError) is KeyError]
     if removed:  # a deletion override (``~store``): every later reader would fail on it
         raise ValueError(f"the overrides remove {removed[0]}, a setting every run needs; set a value instead")
     return cfg
+
+
+def did_you_mean(overrides) -> str | None:
+    """For the first override whose key the schema does not have (``modle=resnet20``, ``model.dpeth=20``): one line
+    naming it, the closest valid key, and the valid keys at that level."""
+    import dataclasses
+    import difflib
+    import typing
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .schema import Config
+
+    for o in OverridesParser.create().parse_overrides([str(x) for x in overrides]):
+        node, done = Config, []
+        key = o.key_or_group.lstrip("+~")
+        for part in [] if key.split(".")[0] == "hydra" else key.split("."):
+            if not dataclasses.is_dataclass(node):
+                break
+            valid = [f.name for f in dataclasses.fields(node)]
+            if part not in valid:
+                close = difflib.get_close_matches(part, valid, n=1)
+                guess = f"; did you mean {'.'.join([*done, close[0]])}?" if close else ""
+                where = ".".join(done) or "the top level"
+                return f"unknown setting {o.key_or_group!r}{guess} (valid at {where}: {', '.join(valid)})"
+            node = typing.get_type_hints(node)[part]
+            done.append(part)
+    return None
 
 
 def with_seed(cfg: DictConfig, seed: int) -> DictConfig:

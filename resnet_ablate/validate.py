@@ -65,6 +65,7 @@ def check_values(cfg: DictConfig) -> None:
     milestones = list(cfg.train.milestones)
     if milestones != sorted(milestones) or any(m < 0 for m in milestones):
         raise ValueError(f"train.milestones={milestones} must be non-negative iterations in increasing order")
+    check_schedule(cfg.train)
     if Dataset(cfg.data.name) is Dataset.synthetic and cfg.data.synthetic_train < cfg.train.batch_size:
         raise ValueError(
             f"train.batch_size={cfg.train.batch_size} exceeds the {cfg.data.synthetic_train} training images "
@@ -73,6 +74,18 @@ def check_values(cfg: DictConfig) -> None:
     for s in cfg.launcher.seeds or []:
         if not 0 <= s < SEED_LIMIT:
             raise ValueError(f"launcher.seeds holds {s}; seeds must be in [0, {SEED_LIMIT})")
+
+
+def check_schedule(t: DictConfig) -> None:
+    """A warm-up ends before the first milestone (and before the end): one that outlasts it would silently replace
+    the schedule by ``warmup_lr`` throughout (Sec. 4.1 warms up only until training starts to go down)."""
+    end = min([*t.milestones, t.iterations])
+    if 0 < end <= t.warmup_iterations and t.warmup_lr != t.lr:
+        where = f"the first milestone ({end})" if end in t.milestones else f"the end (train.iterations={end})"
+        raise ValueError(
+            f"train.warmup_iterations={t.warmup_iterations} reaches {where}: lr would stay at train.warmup_lr="
+            f"{t.warmup_lr} and the milestones would do nothing; set train.warmup_iterations below {end} (0: none)"
+        )
 
 
 def check_shortcut(shortcut: DictConfig) -> None:

@@ -286,7 +286,7 @@ def test_read_commands_skip_what_is_not_a_run_and_say_so_once(damaged, command, 
 def test_a_table_shows_a_net_the_paper_does_not_hold_in_its_own_column(damaged):
     proc = cli("table", "table2", "data=synthetic", "model=resnet20", "--format", "md", f"store.root={damaged}")
     assert proc.returncode == 0, proc.stderr
-    assert "resnet20 ours" in proc.stdout and "(6.61)" in proc.stdout and "no Δ" in proc.stdout
+    assert "resnet20 at depth 8 ours" in proc.stdout and "(6.61)" in proc.stdout and "no Δ" in proc.stdout
 
 
 # 12: a store a group can share

@@ -150,7 +150,8 @@ def test_a_short_run_labelled_paper_is_not_compared_with_the_paper_nor_pooled(tm
     fake = tmp_path / "fake"  # synthetic images in CIFAR-10's layout, named cifar10
     write_synthetic(fake / "cifar-10-batches-py", 256, 128)
     common = [*B[:1], "model=resnet110", "model.depth=8", "data=cifar10", f"data.root={fake}", "train.batch_size=32",
-              "train.device=cpu", "train.eval_every=1", f"store.root={tmp_path / 'store'}"]  # fmt: skip
+              "train.device=cpu", "train.eval_every=1", "train.warmup_iterations=0",
+              f"store.root={tmp_path / 'store'}"]  # fmt: skip
     run_cells(compose([*common, "train.iterations=2", "seed=0"]))
     run_cells(compose([*common, "train.iterations=3", "seed=1"]))
     df = records(tmp_path / "store")

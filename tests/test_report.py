@@ -306,10 +306,43 @@ def test_compare_formats_and_json(root, fmt, needle):
 
 
 def test_figures_are_drawn_as_png_and_pdf(root, tmp_path):
-    for name in ("figure6", "gradient-flow", "runs"):
+    for name in ("gradient-flow", "runs"):
         res = CliRunner().invoke(app, ["plot", name, "data=synthetic", f"store.root={root}", "--out", str(tmp_path)])
         assert res.exit_code == 0, res.output
         assert (tmp_path / f"{name}.png").stat().st_size > 1000 and (tmp_path / f"{name}.pdf").exists()
+
+
+@pytest.mark.slow
+def test_a_figure_of_20_runs_has_a_colour_per_setting_a_style_per_seed_and_its_legend_below_the_axes(tmp_path):
+    from resnet_ablate.report.figures import figure
+
+    for unit in ("original", "full_preact"):
+        seeds = ",".join(map(str, range(10)))
+        run_cells(
+            compose([*TINY, "model.depth=8", f"unit={unit}", f"launcher.seeds=[{seeds}]", f"store.root={tmp_path}"])
+        )
+    fig = figure("runs", tmp_path, {})
+    error = fig.axes[0]
+    lines = error.get_lines()
+    assert len(lines) == 20 and len({line.get_color() for line in lines}) == 2  # a colour per placement
+    styles = {}
+    for line in lines:  # the seeds in the same order under each colour, a style each
+        styles.setdefault(line.get_color(), []).append(line.get_linestyle())
+    first, second = styles.values()
+    assert first == second and len(set(first)) == 4  # "-", "--", ":", "-." (and dash patterns beyond)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = error.get_legend().get_window_extent(renderer)
+    assert legend.y1 <= error.xaxis.get_tightbbox(renderer).y0  # below the axes and their labels, not over the data
+    texts = [t.get_text() for t in error.get_legend().get_texts()]
+    assert len(texts) == 12 and "seed 9" in texts and any("full_preact" in t for t in texts)
+
+
+def test_a_paper_figure_leaves_out_a_panel_whose_variant_has_no_run(root):
+    from resnet_ablate.report.figures import figure
+
+    with pytest.raises(LookupError, match="no run of shortcut=scaling"):
+        figure("figure3", root, {"data": "synthetic", "model": "resnet110"})
 
 
 def test_the_notebook_api_gives_the_cli_s_numbers_as_dataframes(root):
@@ -330,7 +363,7 @@ def test_the_report_is_one_page_with_the_tables_verdicts_figures_and_provenance(
     html = out.read_text()
     assert "<h3>table2</h3>" in html and "full_preact" in html and "(6.61)" in html
     assert "Table 2, resnet110: full_preact vs original" in html
-    assert html.count('src="data:image/png;base64,') >= 3 and "http" not in html.split("<body>")[1]
+    assert html.count('src="data:image/png;base64,') >= 2 and "http" not in html.split("<body>")[1]
     assert "<th>runs</th><td>5</td>" in html and "<th>budgets</th><td>custom</td>" in html
 
 

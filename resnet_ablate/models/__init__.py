@@ -72,7 +72,8 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
         "model": cfg.model.name,
         "unit": cfg.unit.name,
         "shortcut": str(cfg.shortcut.kind),
-        "depth": stem_convs + branch_convs + 1,
+        "depth": cfg.model.depth,
+        "weight_layers": stem_convs + branch_convs + 1,  # as the paper counts depth: stem, branches, classifier
         "params": sum(p.numel() for p in net.parameters()),
         "macs": count_macs(net, image),
         "units_per_stage": units_per_stage(cfg.model),

@@ -23,7 +23,7 @@ def units_per_stage(model: ModelConfig) -> list[int]:
     per_unit = CONVS_PER_UNIT[block]
     step = per_unit * len(model.widths)
     if model.depth < step + 2 or (model.depth - 2) % step:
-        valid = ", ".join(str(step * n + 2) for n in (1, 2, 3, 5, 9, 18)) + ", …"
+        valid = ", ".join(str(step * n + 2) for n in range(1, 7)) + ", …"
         raise ValueError(f"depth {model.depth} is not {step}n+2 for a {block.value} net; valid depths: {valid}")
     return [(model.depth - 2) // step] * len(model.widths)
 

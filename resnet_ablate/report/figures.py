@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from .. import presets, store  # noqa: E402
 from ..axes import AXES  # noqa: E402
@@ -20,10 +21,13 @@ PRESETS = presets.names("figure")  # the paper's figures: conf/sweep/figureN.yam
 FIGURES = (*PRESETS, "gradient-flow", "runs")
 
 
-def _label(r: pd.Series) -> str:
-    """model, unit, shortcut and the parameters its kind reads, seed."""
+SEED_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3))]
+
+
+def _setting(r: pd.Series) -> str:
+    """model (at its depth), unit, shortcut and the parameters its kind reads: what a colour stands for."""
     params = "".join(f" {a.column}={show(r[a.column])}" for a in AXES if a.kinds and r.get(a.column) is not None)
-    return f"{r['model']} {r['unit']} {r['shortcut']}{params} seed {r['seed']}"
+    return f"{r['model']} depth {show(r['depth'])} {r['unit']} {r['shortcut']}{params}"
 
 
 def literal(text: str) -> str:
@@ -31,27 +35,69 @@ def literal(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+class Styles:
+    """A colour per setting and a line style per seed, with the legend that says which is which (below the axes,
+    outside them: readable at 20+ runs)."""
+
+    def __init__(self, runs: pd.DataFrame):
+        settings = list(dict.fromkeys(runs.apply(_setting, axis=1))) if len(runs) else []
+        cycle = plt.get_cmap("tab10" if len(settings) <= 10 else "tab20").colors
+        self.colours = {s: cycle[i % len(cycle)] for i, s in enumerate(settings)}
+        self.seeds = {seed: SEED_STYLES[i % len(SEED_STYLES)] for i, seed in enumerate(sorted(set(runs["seed"])))}
+
+    def of(self, r: pd.Series) -> dict[str, Any]:
+        return {"color": self.colours[_setting(r)], "linestyle": self.seeds[r["seed"]]}
+
+    def legend(self, ax, extra: list[tuple[str, dict]] = ()) -> None:
+        handles = [Line2D([], [], color=c, label=literal(s)) for s, c in self.colours.items()]
+        if len(self.seeds) > 1:
+            handles += [Line2D([], [], color="grey", linestyle=ls, label=f"seed {k}") for k, ls in self.seeds.items()]
+        handles += [Line2D([], [], color="grey", label=label, **style) for label, style in extra]
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=2 if len(handles) > 4 else 1,
+            fontsize=7,
+            frameon=False,
+        )
+
+
 def _runs(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
     return select(df, match).sort_values("seed")
 
 
-def _curves(ax, runs: pd.DataFrame, root: Path) -> int:
-    """Test error solid (left axis), training loss dashed (right axis), against iterations."""
-    twin = ax.twinx()
-    drawn = 0
-    for (_, r), color in zip(runs.iterrows(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        rows = store.read_jsonl(Path(root) / "runs" / r["key"] / "metrics.jsonl", "test_error", "train_loss")
-        if not rows:
-            continue
+def _metrics(root: Path, r: pd.Series) -> list[dict]:
+    return store.read_jsonl(root / "runs" / r["key"] / "metrics.jsonl", "test_error", "train_loss")
+
+
+def _curves(ax, runs: pd.DataFrame, root: Path) -> None:
+    """The paper's way: test error solid (left axis), training loss dashed (right axis), against iterations; a
+    colour per cell (one run each)."""
+    twin, styles = ax.twinx(), Styles(runs)
+    for _, r in runs.iterrows():
+        rows = _metrics(root, r)
         it = [m["iteration"] for m in rows]
-        ax.plot(it, [100 * m["test_error"] for m in rows], "-", color=color, label=literal(_label(r)))
-        twin.plot(it, [m["train_loss"] for m in rows], "--", color=color)
-        drawn += 1
+        ax.plot(it, [100 * m["test_error"] for m in rows], "-", color=styles.of(r)["color"])
+        twin.plot(it, [m["train_loss"] for m in rows], "--", color=styles.of(r)["color"])
     ax.set_xlabel("iterations")
-    ax.set_ylabel("test error (%) — solid")
-    twin.set_ylabel("training loss — dashed")
-    ax.legend(fontsize=7)
-    return drawn
+    ax.set_ylabel("test error (%), solid")
+    twin.set_ylabel("training loss, dashed")
+    styles.legend(ax)
+
+
+def _test_and_loss(axes, runs: pd.DataFrame, root: Path) -> None:
+    """Every run: test error (left panel) and training loss (right panel); a colour per setting, a style per seed."""
+    styles = Styles(runs)
+    for _, r in runs.iterrows():
+        rows = _metrics(root, r)
+        it = [m["iteration"] for m in rows]
+        axes[0].plot(it, [100 * m["test_error"] for m in rows], **styles.of(r))
+        axes[1].plot(it, [m["train_loss"] for m in rows], **styles.of(r))
+    for ax, label in zip(axes, ("test error (%)", "training loss")):
+        ax.set_xlabel("iterations")
+        ax.set_ylabel(label)
+    styles.legend(axes[0])
 
 
 def plot(
@@ -59,46 +105,68 @@ def plot(
 ) -> list[Path]:
     """Draw figure ``name`` from the store at ``root`` (its ``records``, unless already read: ``runs``) into ``out``
     as PNG and PDF; returns the files."""
-    if name not in FIGURES:
-        raise ValueError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
-    df = records(root) if runs is None else runs
-    if df.empty:
-        raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
-    figure = [[match(cell) for cell in panel] for panel in presets.load(name).panels] if name in PRESETS else []
-    base = {**(presets.load(name).base() if figure else {}), **filters}
-    drawn = {k for panel in figure for m in panel for k in m}
-    df = select(df, {k: v for k, v in base.items() if k not in drawn})
-    if figure:  # each panel: the first seed of each of its cells
-        panels = [pd.concat([_runs(df, m).head(1) for m in panel]) for panel in figure]
-    else:
-        panels = [df.sort_values(["model", "unit", "shortcut", "seed"])]
-    if not any(len(p) for p in panels):
-        raise LookupError(f"no finished runs match {name} ({', '.join(f'{k}={v}' for k, v in base.items())})")
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, runs in zip(axes[0], panels):
-        if name == "gradient-flow":
-            _gradient_flow(ax, runs, Path(root))
-        else:
-            _curves(ax, runs, Path(root))
-    fig.suptitle(literal(f"{name} ({', '.join(f'{k}={v}' for k, v in base.items())})"), fontsize=9)
-    fig.tight_layout()
+    fig = figure(name, root, filters, runs)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
     for f in files:
-        fig.savefig(f, dpi=130)
+        fig.savefig(f, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return files
 
 
-def _gradient_flow(ax, runs: pd.DataFrame, root: Path) -> None:
-    """‖∂E/∂x_l‖ at each unit's input: at initialisation (dotted) and at the end of training (solid)."""
-    for (_, r), color in zip(runs.iterrows(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        rows = [r for r in store.read_jsonl(root / "runs" / r["key"] / "grad_flow.jsonl") if "norms" in r]
-        if not rows:
+def figure(name: str, root: str | Path, filters: dict[str, Any], runs: pd.DataFrame | None = None):
+    """Figure ``name`` as a matplotlib figure. A paper figure's panel is drawn when runs of two of its cells can be
+    compared (its title names a cell without a run); one left with a lone curve would be a copy of another panel's,
+    so it is left out and named under the figure."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
+    root = Path(root)
+    df = records(root) if runs is None else runs
+    if df.empty:
+        raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
+    spec = presets.load(name).panels if name in PRESETS else []
+    base = {**(presets.load(name).base() if spec else {}), **filters}
+    drawn = {k for panel in spec for cell in panel for k in match(cell)}
+    df = select(df, {k: v for k, v in base.items() if k not in drawn})
+    where = ", ".join(f"{k}={v}" for k, v in base.items())
+    panels, titles, left_out = [], [], []
+    for panel in spec:  # each panel: the first seed of each of its cells
+        found = [_runs(df, match(cell)).head(1) for cell in panel]
+        missing = [cell for cell, runs in zip(panel, found) if runs.empty]
+        if len(panel) - len(missing) < min(2, len(panel)):  # nothing to compare: a copy of another panel's curve
+            left_out.append(" vs ".join(panel) + f" (no run of {'; '.join(missing)})")
             continue
-        ax.plot(rows[0]["norms"], ":", color=color)
-        ax.plot(rows[-1]["norms"], "-", color=color, label=literal(_label(r)))
+        panels.append(pd.concat(found))
+        titles.append(" vs ".join(panel) + (f"\nno run of {'; '.join(missing)}" if missing else ""))
+    if not spec and len(df):
+        panels, titles = [df.sort_values(["model", "unit", "shortcut", "seed"])], [""]
+    if not panels:
+        missing = "; ".join(left_out) or "no run"
+        raise LookupError(f"no finished runs match {name}{f' ({where})' if where else ''}: {missing}")
+    wide = name == "runs"
+    fig, axes = plt.subplots(1, 2 if wide else len(panels), figsize=(12 if wide else 6 * len(panels), 4.6))
+    axes = list(axes) if hasattr(axes, "__len__") else [axes]
+    if wide:
+        _test_and_loss(axes, panels[0], root)
+    for ax, runs, title in zip(axes, [] if wide else panels, titles):
+        (_gradient_flow if name == "gradient-flow" else _curves)(ax, runs, root)
+        ax.set_title(literal(title), fontsize=8)
+    fig.suptitle(literal(f"{name} ({where})" if where else name), fontsize=9)
+    if left_out:
+        fig.text(0.01, -0.02, literal("left out, no run: " + "; ".join(left_out)), fontsize=7, va="top")
+    return fig
+
+
+def _gradient_flow(ax, runs: pd.DataFrame, root: Path) -> None:
+    """‖∂E/∂x_l‖ at each unit's input: at initialisation (faint) and at the end of training (bold); a colour per
+    setting, a style per seed."""
+    styles = Styles(runs)
+    for _, r in runs.iterrows():
+        rows = [r for r in store.read_jsonl(root / "runs" / r["key"] / "grad_flow.jsonl") if "norms" in r]
+        if rows:
+            ax.plot(rows[0]["norms"], alpha=0.35, linewidth=1, **styles.of(r))
+            ax.plot(rows[-1]["norms"], linewidth=1.8, **styles.of(r))
     ax.set_yscale("log")
     ax.set_xlabel("residual unit l (input side → output side)")
-    ax.set_ylabel("‖∂E/∂x_l‖ (dotted: init, solid: end)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("‖∂E/∂x_l‖")
+    styles.legend(ax, [("at initialisation", {"alpha": 0.35}), ("end of training", {"linewidth": 1.8})])

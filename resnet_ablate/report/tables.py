@@ -165,6 +165,14 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     spread = differing(shown, settings)
     if spread:
         raise LookupError(f"the runs of {name} differ in {describe(spread)}")
+    params = tuple(f"{k}={v}" for k, v in presets.load(name).params.items() if k != "seed")
+    ran = {str(m): ",".join(map(str, sorted(set(g["depth"].dropna().astype(int))))) for m, g in shown.groupby("model")}
+
+    def at_depth(label: str, c: TableCell) -> str:  # "resnet110 at depth 20": a net not at its paper depth
+        m = str(c.match.get("model", chosen.get("model")))
+        paper = str(paper_recipe(params, c.overrides)["depth"])
+        return label.replace(m, f"{m} at depth {ran[m]}") if ran.get(m, paper) != paper and m in label else label
+
     out = []
     for c in specs:
         sel = select(df, c.match)
@@ -180,6 +188,8 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
                 "table": name,
                 "row": c.row,
                 "column": c.column,
+                "shown_row": at_depth(c.row, c),  # the labels laid out: the paper's, naming a depth not the paper's
+                "shown_column": at_depth(c.column, c),
                 "ours_median": median,
                 "ours_mean": values.mean() if len(values) else None,
                 "ours_std": values.std() if len(values) > 1 else None,
@@ -202,7 +212,7 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
         )
     header = {
         "table": name,
-        **chosen,
+        **{k: at_depth(str(v), specs[0]) if k == "model" else v for k, v in chosen.items()},
         "budget": chosen.get("budget", ",".join(sorted(set(shown["budget"])))),
         "complete": bool(result["n"].all()),
     }
@@ -248,8 +258,8 @@ def layout(result: pd.DataFrame) -> pd.DataFrame:
         paper=result.apply(fmt_paper, axis=1),
         delta=result["delta"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:+.2f}"),
     )
-    wide = shown.pivot(index="row", columns="column", values=["ours", "paper", "delta"])
+    wide = shown.pivot(index="shown_row", columns="shown_column", values=["ours", "paper", "delta"])
     wide = wide.swaplevel(0, 1, axis=1)
-    columns = list(dict.fromkeys(result["column"]))
+    columns = list(dict.fromkeys(result["shown_column"]))
     wide = wide[[(c, k) for c in columns for k in ("ours", "paper", "delta")]]
-    return wide.loc[list(dict.fromkeys(result["row"]))]
+    return wide.loc[list(dict.fromkeys(result["shown_row"]))].rename_axis(None)
