@@ -112,13 +112,17 @@ class SweepDisplay:
         return sum(s != "running" for s in self.state.values())
 
     def refresh(self) -> None:
-        if not self.live:
-            return
+        if self.live:
+            self.live.update(Group(*self.view()))
+
+    def view(self) -> tuple[str, Table]:
+        """The headline (cells ended, elapsed, ETA) and a row per running cell."""
         table = Table("cell", "device", "progress", "loss", "test err", "img/s", box=None)
-        remaining = rate = 0.0
+        remaining = rate = ended = 0.0
         for i, (_, directory, total, batch) in enumerate(self.jobs):
             state = self.state.get(i, "pending")
             if state not in ("running", "pending"):
+                ended += total
                 continue
             rows = store.read_jsonl(directory / "metrics.jsonl") if state == "running" else []
             row = rows[-1] if rows else None
@@ -134,7 +138,8 @@ class SweepDisplay:
                     f"{100 * row['test_error']:.2f}%" if row else "",
                     f"{row['images_per_s']:.0f}" if row else "",
                 )
-        eta = f"{remaining / rate / 60:.1f} min" if rate else "?"
         elapsed = (time.time() - self.started) / 60
+        rate = rate or ended / (60 * elapsed)  # no evaluation yet in the running cells: the sweep's rate so far
+        eta = f"{remaining / rate / 60:.1f} min" if rate else "?"
         head = f"cells {self._done()}/{len(self.jobs)} ended  ·  elapsed {elapsed:.1f} min  ·  ETA {eta}"
-        self.live.update(Group(head, table))
+        return head, table

@@ -95,7 +95,8 @@ SMALL = [
 
 def test_dry_run_lists_cells_and_runs_nothing(tmp_path):
     proc = cli("sweep", "table2", *SMALL, "seed=range(2)", f"store.root={tmp_path}", "--dry-run", check=True)
-    assert "20 cells: 20 pending" in proc.stdout and "GPU-hours" in proc.stdout
+    assert "20 cells: 20 pending" in proc.stdout and "hours to go at 20 effective TFLOP/s" in proc.stdout
+    assert "no GPU here, so this CPU trains them" in proc.stdout  # the estimate is a GPU's: said on a CPU
     assert not list(tmp_path.glob("runs/*"))
 
 
@@ -338,3 +339,15 @@ def test_a_sweep_sharing_a_gpu_runs_its_workers_under_one_mps_daemon(tmp_path, m
     calls.unlink()
     cli("sweep", *_two_cells(tmp_path / "b"), "launcher.gpus=0", check=True)
     assert not calls.exists()
+
+
+def test_the_live_view_has_an_eta_once_a_cell_ended_though_the_running_one_has_no_evaluation_yet(tmp_path):
+    from resnet_ablate.progress import SweepDisplay
+
+    display = SweepDisplay([(f"cell {i}", tmp_path / str(i), 100, 32) for i in range(3)])
+    display.started -= 60  # a minute in: two cells of 100 iterations ended, the third just started
+    display.finish(0, "done")
+    display.finish(1, "done")
+    display.start(2, None)
+    head, _ = display.view()
+    assert "cells 2/3 ended" in head and "ETA 0.5 min" in head

@@ -130,6 +130,8 @@ def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
     from ..sweep import axes, forward_macs, gpu_hours
 
     values, varied = axes([c.overrides for c in cells])
+    cpu = tflops and _on_this_cpu(cells[0].cfg)
+    hours_label = "hours (CPU)" if cpu else "GPU-h"
     fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in varied)
     jobs = slurm_jobs([c.directory for c in cells])
     table = Table(
@@ -137,7 +139,7 @@ def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
         "status",
         *(["SLURM job"] if jobs else []),
         "run directory",
-        *(["GPU-h"] if tflops else []),
+        *([hours_label] if tflops else []),
         title=escape(fixed) or None,  # list overrides ([12,18]) are not rich markup
     )
     macs: dict[str, int] = {}
@@ -156,8 +158,22 @@ def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
             row.append(f"{h:.3g}")
         table.add_row(*map(escape, row))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    estimate = f"; about {hours:.3g} GPU-hours to go at {tflops:g} effective TFLOP/s" if tflops else ""
+    estimate = (
+        f"; about {hours:.3g} {'hours' if cpu else 'GPU-hours'} to go at {tflops:g} effective TFLOP/s" if tflops else ""
+    )
+    if cpu:
+        estimate += " (a GPU's rate: no GPU here, so this CPU trains them, far slower; --tflops sets its rate)"
     return table, f"{len(cells)} cells: {summary}{estimate}"
+
+
+def _on_this_cpu(cfg) -> bool:
+    """Whether the local launcher would train the cells on this machine's CPU."""
+    from ..step import resolve_device
+
+    try:
+        return cfg.launcher.name == "local" and resolve_device(cfg.train.device).type == "cpu"
+    except ValueError:
+        return False
 
 
 def runs(root: Path) -> tuple[Table, list[str]]:
