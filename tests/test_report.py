@@ -215,6 +215,7 @@ def test_latex_from_table_and_compare_compiles_in_a_bare_article(root, tmp_path)
     [
         (["table", "table9"], "unknown table 'table9'; valid: table1, table2"),
         (["table", "table2", "data=cifar10"], "no finished runs match table2"),
+        (["table", "table2"], "the store's runs have data=synthetic: add data=synthetic"),
         (["table", "table2", "colour=red"], "unknown filter 'colour'"),
     ],
 )
@@ -361,10 +362,22 @@ def test_the_report_is_one_page_with_the_tables_verdicts_figures_and_provenance(
     res = CliRunner().invoke(app, ["report", "data=synthetic", f"store.root={root}", "--out", str(out)])
     assert res.exit_code == 0, res.output
     html = out.read_text()
-    assert "<h3>table2</h3>" in html and "full_preact" in html and "(6.61)" in html
+    assert "<h4>table2</h4>" in html and "full_preact" in html and "(6.61)" in html
     assert "Table 2, resnet110: full_preact vs original" in html
     assert html.count('src="data:image/png;base64,') >= 2 and "http" not in html.split("<body>")[1]
     assert "<th>runs</th><td>5</td>" in html and "<th>budgets</th><td>custom</td>" in html
+    assert "<th>CPU-hours spent</th>" in html and "GPU-hours" not in html  # trained on a CPU: said so
+    for r in store.scan(root)[0]:  # every number traced to its run directories
+        assert r.key in html
+
+
+def test_the_report_without_a_dataset_filter_has_a_section_per_dataset_and_budget(root, tmp_path):
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(app, ["report", f"store.root={root}", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert "<h2>data=synthetic budget=custom</h2>" in html and "<h4>table2</h4>" in html
+    assert "No paper table has a finished run" not in html and "gradient-flow ()" not in html
 
 
 @pytest.mark.slow

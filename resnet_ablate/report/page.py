@@ -1,6 +1,7 @@
-"""A reproduction report to share: one self-contained HTML page with every paper table the store can fill, the
-figures (embedded PNGs), the ``compare`` verdicts for Table 2's placements and Table 1's shortcuts, and where
-every number comes from (commits, versions, devices, GPU-hours, budgets, missing cells)."""
+"""A reproduction report to share: one self-contained HTML page, a section per dataset and budget the store holds
+runs of, each with every paper table the store can fill, the ``compare`` verdicts for Table 2's placements and
+Table 1's shortcuts, the figures (embedded PNGs) and the run directories behind each table cell; then where every
+number comes from (commits, versions, devices, GPU- and CPU-hours, budgets, missing cells)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .. import presets, store
 from ..axes import AXES
 from .compare import compare
 from .figures import FIGURES, plot
-from .tables import build, cells, layout, not_comparable_note, records, select
+from .tables import build, cells, layout, named, not_comparable_note, records, select
 
 PAGE = jinja2.Template(
     """<!doctype html>
@@ -27,19 +28,30 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100p
 table { border-collapse: collapse; margin: .6em 0 1.2em; } td, th { border: 1px solid #ccc; padding: 3px 8px; }
 th { background: #f3f3f3; } td { text-align: right; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #555; } code { background: #f6f6f6; }
+td.keys { text-align: left; font: 12px ui-monospace, monospace; }
 </style></head><body>
 <h1>Identity Mappings in Deep Residual Networks: reproduction report</h1>
 <p class="note">He, Zhang, Ren, Sun, ECCV 2016. Ours: the median over seeds (mean±std, n); "fail": above 20% test
-error; the paper's numbers in parentheses are not comparable with ours (another net, depth, dataset or budget).
-Store: <code>{{ root }}</code>{% if filters %}; filters: <code>{{ filters }}</code>{% endif %}.</p>
-<h2>Tables</h2>
-{% for t in tables %}<h3>{{ t.name }}</h3>{{ t.html }}<p class="note">{{ t.note }}</p>{% endfor %}
-{% if not tables %}<p>No paper table has a finished run in this store.</p>{% endif %}
-<h2>Verdicts</h2>
-{% for v in verdicts %}<p>{{ v }}</p>{% endfor %}
-{% if not verdicts %}<p>No setting has runs to compare.</p>{% endif %}
-<h2>Figures</h2>
-{% for f in figures %}<h3>{{ f.name }}</h3><img alt="{{ f.name }}" src="data:image/png;base64,{{ f.png }}">{% endfor %}
+error; the paper's numbers in parentheses are not comparable with ours (another net, depth, dataset or recipe).
+Store: <code>{{ root }}</code>{% if filters %}; filters: <code>{{ filters }}</code>{% endif %}. A section per
+dataset and training budget the store holds runs of.</p>
+{% for s in sections %}<h2>{{ s.title }}</h2>
+<h3>Tables</h3>
+{% for t in s.tables %}<h4>{{ t.name }}</h4>{{ t.html }}<p class="note">{{ t.note }}</p>{% endfor %}
+{% if not s.tables %}<p>No paper table has a finished run with these settings.</p>{% endif %}
+<h3>Verdicts</h3>
+{% for v in s.verdicts %}<p>{{ v }}</p>{% endfor %}
+{% if not s.verdicts %}<p>No setting has runs to compare.</p>{% endif %}
+<h3>Figures</h3>
+{% for f in s.figures %}<h4>{{ f.name }}</h4>
+<img alt="{{ f.name }}" src="data:image/png;base64,{{ f.png }}">{% endfor %}
+{% if s.cells %}<h3>Where each number comes from</h3>
+<table><tr><th>table</th><th>row</th><th>column</th><th>run directories (runs/…)</th><th>git commits</th>
+<th>devices</th><th>hours</th></tr>
+{% for c in s.cells %}<tr><td>{{ c.table }}</td><td>{{ c.row }}</td><td>{{ c.column }}</td>
+<td class="keys">{{ c.runs }}</td><td>{{ c.commits }}</td><td>{{ c.devices }}</td><td>{{ c.hours }}</td></tr>
+{% endfor %}</table>{% endif %}
+{% endfor %}
 <h2>Provenance</h2>
 <table>{% for k, v in provenance.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 </body></html>
@@ -48,22 +60,61 @@ Store: <code>{{ root }}</code>{% if filters %}; filters: <code>{{ filters }}</co
 )
 
 
-def _tables(df: pd.DataFrame, filters: dict[str, Any]) -> tuple[list[dict], int]:
-    """Each paper table the store can fill, as HTML; and how many of their cells have no finished run."""
-    shown, missing = [], 0
+def sections(df: pd.DataFrame, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """The filters of each section of the page: one per dataset and training budget that the store's runs hold,
+    less what ``filters`` fix already (a table of CIFAR-10 runs is never filled with synthetic ones)."""
+    runs = select(df, filters)
+    free = [k for k in ("data", "budget") if k not in filters]
+    if runs.empty or not free:
+        return [filters]
+    held = runs[free].drop_duplicates().sort_values(free).itertuples(index=False)
+    return [{**filters, **dict(zip(free, values))} for values in held]
+
+
+def _tables(df: pd.DataFrame, filters: dict[str, Any], found: dict) -> tuple[list[dict], list[dict], int]:
+    """Each paper table the store can fill, as HTML; where each of its numbers comes from (``found``: records by
+    run key); and how many of their cells have no finished run."""
+    shown, where, missing = [], [], 0
     for name in presets.names("table"):
         try:
             result, header = build(name, df, filters)
         except LookupError:
             continue
         missing += int((result["n"] == 0).sum())
+        where += [_origin(r, [found[k] for k in r["keys"].split(",") if k in found]) for _, r in result.iterrows()]
         wide = layout(result)
         wide.columns = [f"{c} {k}" for c, k in wide.columns]
         wide.index.name = None
         notes = [] if header["complete"] else ["Partial: some cells have no finished run."]
         notes += [] if result["comparable"].all() else [not_comparable_note(result)]
         shown.append({"name": name, "html": Markup(wide.to_html(border=0)), "note": " ".join(notes)})
-    return shown, missing
+    return shown, [w for w in where if w["runs"]], missing
+
+
+def _distinct(values) -> str:
+    return ", ".join(sorted({str(v) for v in values if v})) or "unknown"
+
+
+def _hours(found: list) -> dict[str, float]:
+    """Wall-clock hours spent, by kind of device (GPU, CPU)."""
+    spent: dict[str, float] = {}
+    for r in found:
+        kind = "CPU" if "cpu" in str(r.get("device") or "cpu").lower() else "GPU"
+        spent[kind] = spent.get(kind, 0.0) + (r.get("wall_time") or 0) / 3600
+    return spent
+
+
+def _origin(cell: pd.Series, found: list) -> dict[str, str]:
+    """One table cell's runs: their directories, commits, devices and hours."""
+    return {
+        "table": cell["table"],
+        "row": cell["row"],
+        "column": cell["column"],
+        "runs": " ".join(r.key for r in found),
+        "commits": _distinct((r.get("git_commit") or "")[:10] for r in found),
+        "devices": _distinct(r.get("device") for r in found),
+        "hours": ", ".join(f"{h:.3g} {kind}" for kind, h in sorted(_hours(found).items())),
+    }
 
 
 def _verdicts(df: pd.DataFrame, filters: dict[str, Any]) -> list[str]:
@@ -103,38 +154,46 @@ def _figures(root: Path, filters: dict[str, Any], runs: pd.DataFrame) -> list[di
     return drawn
 
 
-def _provenance(root: Path, keys: set[str], missing: int) -> dict[str, str]:
-    found = [r for r in store.scan(root)[0] if r.key in keys]
-
-    def distinct(values) -> str:
-        return ", ".join(sorted({str(v) for v in values if v})) or "unknown"
-
-    gpu_seconds = sum(r.get("wall_time") or 0 for r in found if r.get("device") and "cpu" not in r.get("device"))
+def _provenance(found: list, missing: int) -> dict[str, str]:
+    spent = _hours(found)
     return {
         "runs": str(len(found)),
-        "git commits": distinct(r.get("git_commit") for r in found),
-        "versions": distinct(
+        "git commits": _distinct(r.get("git_commit") for r in found),
+        "versions": _distinct(
             " ".join(f"{k} {v}" for k, v in sorted(r.get("versions").items())) for r in found if r.get("versions")
         ),
-        "devices": distinct(r.get("device") for r in found),
-        "GPU-hours spent": f"{gpu_seconds / 3600:.2f}",
-        "budgets": distinct(r.budget for r in found),
+        "devices": _distinct(r.get("device") for r in found),
+        **{f"{kind}-hours spent": f"{h:.3g}" for kind, h in sorted(spent.items())},
+        "budgets": _distinct(r.budget for r in found),
         "table cells without a finished run": str(missing),
     }
 
 
 def report(root: str | Path, filters: dict[str, Any]) -> str:
-    """The report's HTML for the store at ``root``, restricted by ``filters``."""
+    """The report's HTML for the store at ``root``, restricted by ``filters``: a section per dataset and budget."""
     df = records(root)
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
-    tables, missing = _tables(df, filters)
-    chosen = set(select(df, filters)["key"])
+    filters = {named(df, k): v for k, v in filters.items()}
+    found = {r.key: r for r in store.scan(root)[0]}
+    shown, missing = [], 0
+    for where in sections(df, filters):
+        tables, cells_, n = _tables(df, where, found)
+        missing += n
+        title = " ".join(f"{k}={v}" for k, v in where.items() if k not in filters) or "runs"
+        shown.append(
+            {
+                "title": title,
+                "tables": tables,
+                "cells": cells_,
+                "verdicts": _verdicts(df, where),
+                "figures": _figures(Path(root), where, df),
+            }
+        )
+    chosen = [found[k] for k in select(df, filters)["key"] if k in found]
     return PAGE.render(
         root=str(root),
         filters=" ".join(f"{k}={v}" for k, v in filters.items()),
-        tables=tables,
-        verdicts=_verdicts(df, filters),
-        figures=_figures(Path(root), filters, df),
-        provenance=_provenance(Path(root), chosen, missing),
+        sections=shown,
+        provenance=_provenance(chosen, missing),
     )

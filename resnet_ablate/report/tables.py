@@ -157,7 +157,7 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
     specs = pick_cells(specs, filters)
-    chosen = {**base, **filters}
+    chosen, df_all = {**base, **filters}, df
     laid_out = {k for c in specs for k in c.match}
     df = select(df, {k: v for k, v in chosen.items() if k not in laid_out})
     shown = pd.concat([select(df, c.match) for c in specs]).drop_duplicates("key")
@@ -208,7 +208,7 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     if not result["n"].any():
         raise LookupError(
             f"no finished runs match {name} ({', '.join(f'{k}={v}' for k, v in chosen.items())}); "
-            "see `resnet-ablate status` for what the store holds"
+            + (_filter_to_add(df_all, base, filters) or "see `resnet-ablate status` for what the store holds")
         )
     header = {
         "table": name,
@@ -217,6 +217,15 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
         "complete": bool(result["n"].all()),
     }
     return result, header
+
+
+def _filter_to_add(df: pd.DataFrame, base: dict[str, Any], filters: dict[str, Any]) -> str | None:
+    """When a table's own setting (``data=cifar10``) leaves out every run the store holds: the filter to add."""
+    for k, v in base.items():
+        held = sorted({show(x) for x in df[k].dropna()}) if k in df.columns and k not in filters else []
+        if held and show(v) not in held:
+            return f"the store's runs have {k}={','.join(held)}: add {k}={held[0]}"
+    return None
 
 
 def _fraction(percent):
