@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml
 # A real sweep end to end on the CPU: Table 2's grid (5 placements x ResNet-110/164 configs) at depth 20,
 # 2 seeds, a few iterations on synthetic CIFAR-format data; then the paper-shaped table.
 demo: setup
-	$(BIN)/resnet-ablate sweep table2 model.depth=20 data=synthetic budget=smoke 'seed=range(2)' launcher.jobs_per_gpu=2 store.root=results/demo
-	$(BIN)/resnet-ablate table table2 data=synthetic budget=smoke store.root=results/demo
+	$(BIN)/resnet-ablate sweep table2 model.depth=20 data=synthetic budget=demo 'seed=range(2)' launcher.jobs_per_gpu=2 store.root=results/demo
+	$(BIN)/resnet-ablate table table2 data=synthetic budget=demo store.root=results/demo
 
 test: setup
 	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py benchmarks/attacks.py benchmarks/plan.py
