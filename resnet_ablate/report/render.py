@@ -50,7 +50,12 @@ def latex_text(text: Any) -> str:
 
 def latex(frame: pd.DataFrame, caption: str, label: str, index: bool = True) -> str:
     """A booktabs table (pandas' layout) whose every cell, header and caption is escaped by ``latex_text``."""
-    escaped = frame.map(latex_text).set_axis([latex_text(c) for c in frame.columns], axis=1)
+    columns = frame.columns
+    if isinstance(columns, pd.MultiIndex):  # a paper table: a net spanning its ours / paper / Δ
+        columns = pd.MultiIndex.from_tuples([tuple(map(latex_text, c)) for c in columns])
+    else:
+        columns = [latex_text(c) for c in columns]
+    escaped = frame.map(latex_text).set_axis(columns, axis=1)
     escaped.index = [latex_text(i) for i in frame.index]
     return escaped.to_latex(index=index, escape=False, caption=latex_text(caption), label=label)
 
@@ -94,13 +99,14 @@ def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: st
         ]
     )
     wide = layout(result)
+    wide.columns = pd.MultiIndex.from_tuples([(c, "Δ" if k == "delta" else k) for c, k in wide.columns])
     flat = wide.set_axis([f"{c} {k}" for c, k in wide.columns], axis=1)
     if fmt == "csv":
         return result.to_csv(index=False)
     if fmt == "md":
         return f"**{title}**\n\n" + flat.to_markdown(disable_numparse=True) + (f"\n\n{note}" if note else "") + "\n"
     if fmt == "latex":
-        return latex(flat, title + (f" {note}" if note else ""), f"tab:{name}")
+        return latex(wide, title + (f" {note}" if note else ""), f"tab:{name}")
     t = Table("", *[f"{c}\n{k}" for c, k in wide.columns], title=escape(title), caption=escape(note) or None)
     for row, values in wide.iterrows():
         t.add_row(escape(row), *map(escape, values))
