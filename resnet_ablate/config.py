@@ -77,10 +77,14 @@ def did_you_mean(overrides) -> str | None:
     for o in OverridesParser.create().parse_overrides([str(x) for x in overrides]):
         node, done = Config, []
         key = o.key_or_group.lstrip("+~")
-        for part in [] if key.split(".")[0] == "hydra" else key.split("."):
+        groups = sorted(p.name for p in conf_dir().iterdir() if p.is_dir())  # budget=, sweep=: choices of conf/
+        for part in [] if key.split(".")[0] == "hydra" or key in groups else key.split("."):
             if not dataclasses.is_dataclass(node):
                 break
-            valid = [f.name for f in dataclasses.fields(node)]
+            valid = [f.name for f in dataclasses.fields(node)] + (
+                [g for g in groups if g != "sweep"] if not done else []
+            )
+            valid = list(dict.fromkeys(valid))
             if part not in valid:
                 close = difflib.get_close_matches(part, valid, n=1)
                 guess = f"; did you mean {'.'.join([*done, close[0]])}?" if close else ""
