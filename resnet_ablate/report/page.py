@@ -83,8 +83,6 @@ def _tables(df: pd.DataFrame, filters: dict[str, Any], found: dict) -> tuple[lis
         missing += int((result["n"] == 0).sum())
         where += [_origin(r, [found[k] for k in r["keys"].split(",") if k in found]) for _, r in result.iterrows()]
         wide = layout(result)
-        wide.columns = [f"{c} {k}" for c, k in wide.columns]
-        wide.index.name = None
         notes = [] if header["complete"] else ["Partial: some cells have no finished run."]
         notes += [] if result["comparable"].all() else [not_comparable_note(result)]
         shown.append({"name": name, "html": Markup(wide.to_html(border=0)), "note": " ".join(notes)})

@@ -99,7 +99,6 @@ def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: st
         ]
     )
     wide = layout(result)
-    wide.columns = pd.MultiIndex.from_tuples([(c, "Δ" if k == "delta" else k) for c, k in wide.columns])
     flat = wide.set_axis([f"{c} {k}" for c, k in wide.columns], axis=1)
     if fmt == "csv":
         return result.to_csv(index=False)
@@ -107,7 +106,8 @@ def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: st
         return f"**{title}**\n\n" + flat.to_markdown(disable_numparse=True) + (f"\n\n{note}" if note else "") + "\n"
     if fmt == "latex":
         return latex(wide, title + (f" {note}" if note else ""), f"tab:{name}")
-    t = Table("", *[f"{c}\n{k}" for c, k in wide.columns], title=escape(title), caption=escape(note) or None)
+    heads = [f"{c if k == 'ours' else ''}\n{k}" for c, k in wide.columns]  # the net once, over its ours
+    t = Table("", *map(escape, heads), title=escape(title), caption=escape(note) or None)
     for row, values in wide.iterrows():
         t.add_row(escape(row), *map(escape, values))
     return t

@@ -261,7 +261,8 @@ def not_comparable_note(result: pd.DataFrame) -> str:
 
 
 def layout(result: pd.DataFrame) -> pd.DataFrame:
-    """The paper's shape: a row per paper row; per paper column, ours / paper / Δ."""
+    """The paper's shape: a row per paper row; per paper column (the net, named with its depth where that is not the
+    paper's), ours / paper / Δ."""
     shown = result.assign(
         ours=result.apply(fmt_ours, axis=1),
         paper=result.apply(fmt_paper, axis=1),
@@ -270,5 +271,6 @@ def layout(result: pd.DataFrame) -> pd.DataFrame:
     wide = shown.pivot(index="shown_row", columns="shown_column", values=["ours", "paper", "delta"])
     wide = wide.swaplevel(0, 1, axis=1)
     columns = list(dict.fromkeys(result["shown_column"]))
-    wide = wide[[(c, k) for c in columns for k in ("ours", "paper", "delta")]]
+    wide = wide[[(c, k) for c in columns for k in ("ours", "paper", "delta")]].rename(columns={"delta": "Δ"}, level=1)
+    wide.columns.names = [None, None]
     return wide.loc[list(dict.fromkeys(result["shown_row"]))].rename_axis(None)
