@@ -34,6 +34,7 @@ CELLS = [  # Table 2's grid cut to an 8-layer net: 5 placements x 2 seeds, deter
     "seed=0,1",
     "train.iterations=48",
     "train.milestones=[24,36]",
+    "train.warmup_iterations=0",
     "train.eval_every=4",
     "train.checkpoint_every=4",
     "train.deterministic=true",

@@ -316,6 +316,7 @@ def _sweep_args(tmp_path, iterations=400):
         "seed=0",
         f"train.iterations={iterations}",
         "train.milestones=[200,300]",
+        "train.warmup_iterations=0",
         "train.eval_every=4",
         "train.checkpoint_every=4",
         f"store.root={tmp_path}",

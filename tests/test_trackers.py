@@ -300,6 +300,7 @@ def test_a_killed_run_resumes_its_tracker_runs_without_a_row_twice(tmp_path, sig
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     args = ["train", "--quiet", *TINY, "train.iterations=48", "train.milestones=[24,36]", "train.eval_every=8"]
+    args += ["train.warmup_iterations=0"]  # the default 400 would outlast this schedule (refused)
     args += ["train.checkpoint_every=16", "train.deterministic=true", "logger=[tensorboard,wandb]"]
     args += [f"store.root={tmp_path}", f"data.root={tmp_path / 'data'}"]
     proc = start_cli(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

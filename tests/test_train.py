@@ -134,6 +134,7 @@ def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_af
         "train.eval_every=4",
         "train.checkpoint_every=4",
         "train.deterministic=true",
+        "train.warmup_iterations=0",  # the default 400 would outlast these short schedules (refused)
         f"data.root={tmp_path / 'data'}",
         *overrides,
     ]
@@ -239,7 +240,9 @@ def test_bf16_autocast_trains_within_noise_of_fp32(cfg, tmp_path):
         c = cfg(
             *TINY,
             "train.iterations=60",
-            "train.milestones=[30,45]",
+            "train.lr=0.01",  # 60 iterations at 0.01 throughout: no warm-up, no decay
+            "train.warmup_iterations=0",
+            "train.milestones=[]",
             "train.eval_every=20",
             "train.grad_flow=false",
             f"train.precision={precision}",
