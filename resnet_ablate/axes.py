@@ -26,6 +26,8 @@ class Axis:
     recipe: bool = True  # part of what makes a run the paper's (the seed, the precision … are not)
     shown: bool = False  # a column of `resnet-ablate status`
     kinds: tuple[str, ...] | None = None  # a shortcut parameter: the kinds that read it
+    added: bool = False  # added after stores existed: at its default, out of the run key (``schema.axis``)
+    default: Any = None  # the schema's default, as plain data (an enum as its value)
 
     def fits(self, value: Any) -> bool:
         """Whether ``value`` (from a record's JSON) is of this axis's type: finite, the right kind of number."""
@@ -37,6 +39,8 @@ class Axis:
         if self.kinds is not None and lookup(config, "shortcut.kind") not in self.kinds:
             return None
         v = lookup(config, self.path)
+        if v is None and self.added:  # a record from before the axis, or keyed at its default: the default
+            v = self.default
         return tuple(v) if isinstance(v, list) else v
 
 
@@ -66,21 +70,22 @@ def lookup(config: dict, dotted: str) -> Any:
     return config
 
 
-def _walk(cls: type, prefix: str = "") -> typing.Iterator[tuple[str, Any, dict]]:
-    """(path, type, what ``schema.axis`` says) of each setting under ``cls``; a section that is not keyed is one
-    entry."""
+def _walk(cls: type, prefix: str = "") -> typing.Iterator[tuple[str, Any, dict, Any]]:
+    """(path, type, what ``schema.axis`` says, default) of each setting under ``cls``; a section that is not keyed
+    is one entry."""
     hints = typing.get_type_hints(cls, vars(schema))
     for f in dataclasses.fields(cls):
         about, tp = f.metadata.get("axis", {}), hints[f.name]
         if dataclasses.is_dataclass(tp) and about.get("keyed", True):
             yield from _walk(tp, f"{prefix}{f.name}.")
         else:
-            yield f"{prefix}{f.name}", tp, about
+            default = f.default.value if isinstance(f.default, Enum) else f.default
+            yield f"{prefix}{f.name}", tp, about, default
 
 
 def _axes() -> tuple[tuple[Axis, ...], tuple[str, ...]]:
     axes, unkeyed = [], []
-    for path, tp, about in _walk(schema.Config):
+    for path, tp, about, default in _walk(schema.Config):
         if not about.get("keyed", True):
             unkeyed.append(path)
             continue
@@ -89,7 +94,8 @@ def _axes() -> tuple[tuple[Axis, ...], tuple[str, ...]]:
         if path.startswith("shortcut.") and leaf != "kind":
             kinds = tuple(k for k, params in PARAMETERS.items() if leaf in params)
         column, recipe, shown = about.get("column", leaf), about.get("recipe", True), about.get("shown", False)
-        axes.append(Axis(path, column, tp, recipe, shown, kinds))
+        added = about.get("added", False)
+        axes.append(Axis(path, column, tp, recipe, shown, kinds, added, default if added else None))
     columns = [a.column for a in axes]
     clash = {c for c in columns if columns.count(c) > 1}
     if clash:
@@ -119,6 +125,8 @@ def problems(config: Any) -> list[str]:
     out = []
     for a in AXES:
         v = lookup(config, a.path)
+        if v is None and a.added:
+            continue  # keyed at its default, or recorded before the axis existed
         if not a.fits(v):
             out.append(f"{a.path} is {v!r:.40}, not {_name(a.type)}")
     return out

@@ -10,7 +10,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from .axes import AXES, UNKEYED
+from .axes import AXES, UNKEYED, lookup
 from .schema import Config, DataConfig, ModelConfig, ShortcutConfig, TrainConfig, UnitConfig
 
 cs = ConfigStore.instance()
@@ -104,11 +104,13 @@ def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
 
 def key_fields(cfg: DictConfig) -> dict[str, Any]:
     """The part of a config that decides a run's result, as plain data: what keys a run in the store (every axis
-    of ``axes.AXES``; the settings of ``axes.UNKEYED`` are left out)."""
+    of ``axes.AXES``; the settings of ``axes.UNKEYED`` are left out, and so is an axis added later that is at its
+    default)."""
     d = OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True
     )
-    for key in UNKEYED:
+    at_default = [a.path for a in AXES if a.added and lookup(d, a.path) == a.default]
+    for key in [*UNKEYED, *at_default]:  # an axis added later, at its default: the keys of older runs stand
         *parents, leaf = key.split(".")
         node = d
         for p in parents:

@@ -13,7 +13,9 @@ MISSING = "???"  # omegaconf's marker for a value the YAML must give
 def axis(default: Any = None, *, factory: Any = None, **about: Any) -> Any:
     """A setting with what ``axes.py`` says of it: ``column`` (its record column and filter name, else the
     field's name), ``keyed=False`` (does not change a result: not in the run key), ``recipe=False`` (not part of
-    what makes a run the paper's: the seed, the precision, …), ``shown=True`` (a column of ``status``)."""
+    what makes a run the paper's: the seed, the precision, …), ``shown=True`` (a column of ``status``),
+    ``added=True`` (an axis added after stores existed: at its default it is left out of the run key, and a record
+    without it holds the default, so the runs already in a store keep their keys)."""
     if factory is not None:
         return field(default_factory=factory, metadata={"axis": about})
     return field(default=default, metadata={"axis": about})
@@ -45,6 +47,19 @@ class Dataset(str, Enum):
 class Normalize(str, Enum):
     channel = "channel"  # per-channel mean/std (default)
     pixel = "pixel"  # per-pixel mean image, per-channel std
+
+
+class Norm(str, Enum):
+    batch = "batch"  # BatchNorm, the paper's
+    group = "group"  # GroupNorm (Wu & He 2018), 32 groups or fewer where a layer is narrower
+    none = "none"  # no normalisation (SkipInit, Fixup)
+
+
+class Act(str, Enum):
+    relu = "relu"  # the paper's
+    elu = "elu"  # Shah et al. 2016
+    gelu = "gelu"
+    silu = "silu"
 
 
 class Precision(str, Enum):
@@ -87,6 +102,7 @@ class ShortcutConfig:
     gate_bias: float = 0.0  # b_g (gating)
     p: float = 0.5  # drop ratio (dropout)
     inverted: bool = False  # dropout: PyTorch's inverted scaling instead of the paper's expectation
+    eps: float = axis(1e-6, added=True)  # layerscale: α's start (Touvron et al. 2021: 1e-6 past depth 24)
 
 
 @dataclass
@@ -196,3 +212,5 @@ class Config:
     launcher: LauncherConfig = axis(factory=LauncherConfig, keyed=False)
     logger: LoggerConfig = axis(factory=LoggerConfig, keyed=False)
     seed: int = axis(0, recipe=False, shown=True)
+    norm: Norm = axis(Norm.batch, added=True)  # what a placement's "bn" is (models/units.py)
+    act: Act = axis(Act.relu, added=True)  # what a placement's "relu" is

@@ -27,12 +27,73 @@ PARAMS = [
     (["model=resnet1001", "unit=full_preact"], 10_327_706),
     (["model=resnet1001", "unit=full_preact", "data=cifar100"], 10_350_836),
     (["model=resnet164"], 1_704_154),
+    # after the paper (docs/paper.md, "After the paper"): ResNet-110's 54 units
+    (["model=resnet110", "shortcut=rezero"], 1_727_962 + 54),  # one α per unit
+    (["model=resnet110", "shortcut=layerscale"], 1_727_962 + 18 * (16 + 32 + 64)),  # one α per output channel
+    (["model=resnet110", "norm=none"], 1_727_962 - 2 * (16 + 18 * 2 * (16 + 32 + 64))),  # no BN's γ, β
+    (["model=resnet110", "norm=group"], 1_727_962),  # GroupNorm's γ, β: as BN's
+    (["model=resnet110", "shortcut=rezero", "norm=none"], 1_727_962 - 8_096 + 54),  # SkipInit's row
 ]
 
 
 @pytest.mark.parametrize("overrides,params", PARAMS, ids=[" ".join(o) for o, _ in PARAMS])
 def test_parameter_counts_match_the_paper(cfg, overrides, params):
     assert sum(p.numel() for p in build_model(cfg(*overrides)).parameters()) == params
+
+
+def _count(net: nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in net.modules())
+
+
+@pytest.mark.parametrize("model", ["model=resnet110", "model=resnet164"])
+def test_norm_and_act_reach_every_place_the_placement_puts_a_bn_or_a_relu(cfg, model):
+    plain = build_model(cfg(model, "model.depth=20"))
+    bns, relus = _count(plain, nn.BatchNorm2d), _count(plain, nn.ReLU)
+    group = build_model(cfg(model, "model.depth=20", "norm=group", "act=elu"))
+    assert _count(group, nn.BatchNorm2d) == 0 and _count(group, nn.GroupNorm) == bns  # projections' too
+    assert _count(group, nn.ReLU) == 0 and _count(group, nn.ELU) == relus
+    bare = build_model(cfg(model, "model.depth=20", "norm=none", "act=silu"))
+    assert _count(bare, nn.BatchNorm2d) == _count(bare, nn.GroupNorm) == 0 and _count(bare, nn.SiLU) == relus
+    widths = {m.num_channels: m.num_groups for m in group.modules() if isinstance(m, nn.GroupNorm)}
+    assert all(g == min(32, c) for c, g in widths.items())  # 32 groups, one per channel in narrower layers
+
+
+@pytest.mark.parametrize("kind", ["rezero", "layerscale"])
+def test_a_learnt_branch_scale_at_initialisation_is_the_net_without_its_branches(cfg, kind):
+    class NoBranch(nn.Module):  # F(x) = 0 at the branch's output shape
+        def __init__(self, branch):
+            super().__init__()
+            self.branch = branch
+
+        def forward(self, x):
+            return torch.zeros_like(self.branch(x))
+
+    torch.manual_seed(0)
+    net = build_model(cfg("model=resnet110", "model.depth=20", "norm=none", f"shortcut={kind}", "shortcut.eps=1e-30"
+                          if kind == "layerscale" else "shortcut.kind=rezero")).eval()  # fmt: skip
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        scaled = net(x)
+        for unit in (m for m in net.modules() if isinstance(m, ResidualUnit)):
+            unit.branch = NoBranch(unit.branch)
+        removed = net(x)
+    if kind == "rezero":
+        assert torch.equal(scaled, removed)  # α = 0 exactly: the identity path alone
+    else:
+        assert torch.allclose(scaled, removed, rtol=0, atol=1e-20)  # α = ε per channel
+
+
+def test_an_axis_added_later_leaves_the_run_keys_of_existing_runs_as_they_were(cfg):
+    from resnet_ablate import store
+    from resnet_ablate.axes import columns
+    from resnet_ablate.config import key_fields
+
+    cell = cfg("model=resnet110", "unit=original", "data=cifar10", "shortcut=identity", "seed=0")
+    assert store.run_key(cell) == "c44b12c8e5fd"  # Table 1's identity row, seed 0, as keyed before norm/act/eps
+    fields = key_fields(cell)
+    assert "norm" not in fields and "act" not in fields and "eps" not in fields["shortcut"]
+    assert columns(fields)["norm"] == "batch" and columns(fields)["act"] == "relu"  # read back as the defaults
+    assert store.run_key(cfg("model=resnet110", "norm=group")) != store.run_key(cfg("model=resnet110"))
 
 
 def test_resnet1001_conv_weights_are_the_papers_10_2M(cfg):
@@ -317,7 +378,7 @@ def test_a_new_shortcut_kind_is_one_registration(cfg):
     from resnet_ablate.validate import check_cells
 
     @register("half_shortcut", ("scale",))
-    def _half(c, in_ch, out_ch, stride, path):
+    def _half(c, in_ch, out_ch, stride, path, norm):
         return Scaling(path, c.scale, 1.0)
 
     try:

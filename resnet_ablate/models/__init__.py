@@ -15,20 +15,21 @@ from torch import nn
 from ..schema import Block, Config
 from .resnet import CONVS_PER_UNIT, ResNet, build_resnet, units_per_stage
 from .shortcuts import SHORTCUTS
-from .units import Placement, ResidualUnit
+from .units import Layers, Placement, ResidualUnit
 
 __all__ = ["build_model", "describe", "ResNet", "ResidualUnit", "Placement", "SHORTCUTS"]
 
 
 def build_model(cfg: Config) -> ResNet:
-    """The network of a composed config (``model``, ``unit``, ``shortcut``, ``data.num_classes``)."""
-    return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes)
+    """The network of a composed config (``model``, ``unit``, ``shortcut``, ``data.num_classes``, ``norm``,
+    ``act``)."""
+    return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes, Layers.of(cfg.norm, cfg.act))
 
 
 def architecture(cfg: Config) -> str:
     """What decides a network's shape (its modules and their sizes): cells equal in it build alike, whatever their
     shortcut parameters (λ, b_g, p are values, not shapes) or recipe."""
-    return str([cfg.model, cfg.unit, cfg.shortcut.kind, cfg.data.num_classes])
+    return str([cfg.model, cfg.unit, cfg.shortcut.kind, cfg.data.num_classes, cfg.norm, cfg.act])
 
 
 def count_macs(net: nn.Module, image_size: int) -> int:
@@ -72,6 +73,8 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
         "model": cfg.model.name,
         "unit": cfg.unit.name,
         "shortcut": str(cfg.shortcut.kind),
+        "norm": str(cfg.norm.value if hasattr(cfg.norm, "value") else cfg.norm),
+        "act": str(cfg.act.value if hasattr(cfg.act, "value") else cfg.act),
         "depth": cfg.model.depth,
         "weight_layers": stem_convs + branch_convs + 1,  # as the paper counts depth: stem, branches, classifier
         "params": sum(p.numel() for p in net.parameters()),

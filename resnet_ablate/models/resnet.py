@@ -10,7 +10,7 @@ from torch import nn
 
 from ..schema import Block, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
 from .shortcuts import PadA, make_shortcut, projection
-from .units import ConvSpec, Placement, ResidualUnit, build_ops
+from .units import ConvSpec, Layers, Placement, ResidualUnit, build_ops
 
 CONVS_PER_UNIT = {Block.basic: 2, Block.bottleneck: 3, Block.single: 1}
 EXPANSION = {Block.basic: 1, Block.bottleneck: 4, Block.single: 1}
@@ -51,7 +51,11 @@ class ResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def build_resnet(model: ModelConfig, unit: UnitConfig, shortcut: ShortcutConfig, num_classes: int) -> ResNet:
+def build_resnet(
+    model: ModelConfig, unit: UnitConfig, shortcut: ShortcutConfig, num_classes: int, layers: Layers = Layers()
+) -> ResNet:
+    """The net; ``layers``: what the placement's ``bn`` and ``relu`` build (every place the paper puts a BN or a
+    ReLU: stem, branch, after the addition, before pooling, after a projection)."""
     block = Block(model.block)
     place = Placement.from_spec(unit.branch, unit.after_add)
     counts = units_per_stage(model)
@@ -61,10 +65,10 @@ def build_resnet(model: ModelConfig, unit: UnitConfig, shortcut: ShortcutConfig,
 
     stem_ops = [] if place.preact else ["bn", "relu"]
     if Stem(model.stem) is Stem.imagenet:
-        stem = build_ops(["conv", *stem_ops], 3, [ConvSpec(model.widths[0], 7, 2)])
+        stem = build_ops(["conv", *stem_ops], 3, [ConvSpec(model.widths[0], 7, 2)], layers)
         stem.append(nn.MaxPool2d(3, 2, 1))
     else:
-        stem = build_ops(["conv", *stem_ops], 3, [ConvSpec(model.widths[0], 3)])
+        stem = build_ops(["conv", *stem_ops], 3, [ConvSpec(model.widths[0], 3)], layers)
 
     channels, stages = model.widths[0], []
     for s, (n, width) in enumerate(zip(counts, model.widths)):
@@ -75,27 +79,27 @@ def build_resnet(model: ModelConfig, unit: UnitConfig, shortcut: ShortcutConfig,
             out = convs[-1].out_channels
             ops = place.branch_ops(len(convs))
             split = i == 0 and place.preact  # first unit of a stage: pre-activation before the split
-            split_act = build_ops(place.pre, channels) if split else nn.Identity()
+            split_act = build_ops(place.pre, channels, layers=layers) if split else nn.Identity()
             if split:
                 ops = ops[len(place.pre) :]
             if stride == 1 and channels == out:
                 path = nn.Identity()
             elif block is Block.bottleneck or ShortcutOption(model.shortcut_option) is ShortcutOption.B:
-                path = projection(channels, out, stride, proj_bn)
+                path = projection(channels, out, stride, layers.norm if proj_bn else None)
             else:
                 path = PadA(out - channels, stride)
             units.append(
                 ResidualUnit(
                     split_act,
-                    build_ops(ops, channels, convs),
-                    make_shortcut(shortcut, channels, out, stride, path),
-                    build_ops(place.after_add, out),
+                    build_ops(ops, channels, convs, layers),
+                    make_shortcut(shortcut, channels, out, stride, path, layers.norm),
+                    build_ops(place.after_add, out, layers=layers),
                 )
             )
             channels = out
         stages.append(nn.Sequential(*units))
 
-    net = ResNet(stem, nn.Sequential(*stages), build_ops(place.pre, channels), channels, num_classes)
+    net = ResNet(stem, nn.Sequential(*stages), build_ops(place.pre, channels, layers=layers), channels, num_classes)
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,4 +1,5 @@
-"""Shortcut variants of Table 1: how the shortcut h(x) and the residual F(x) are combined.
+"""Shortcut variants of Table 1, and the learnt branch scales that followed the paper: how the shortcut h(x) and the
+residual F(x) are combined.
 
 Every shortcut is ``forward(x, fx) -> y`` around a *path* for x: the identity, option A (subsample and
 zero-pad) where a unit changes shape, or a 1x1 projection. The variants scale, gate or drop that path
@@ -41,10 +42,10 @@ class PadA(nn.Module):
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra))
 
 
-def projection(in_ch: int, out_ch: int, stride: int, bn: bool) -> nn.Module:
-    """Option B / bottleneck projection: a 1x1 conv (no bias), optionally followed by BN."""
+def projection(in_ch: int, out_ch: int, stride: int, norm: Callable[[int], nn.Module] | None) -> nn.Module:
+    """Option B / bottleneck projection: a 1x1 conv (no bias), optionally followed by the net's normalisation."""
     conv = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
-    return nn.Sequential(conv, nn.BatchNorm2d(out_ch)) if bn else nn.Sequential(conv)
+    return nn.Sequential(conv, norm(out_ch)) if norm else nn.Sequential(conv)
 
 
 class Sum(nn.Module):
@@ -85,6 +86,18 @@ class Gating(nn.Module):
         return (1 - g) * self.path(x) + (g * fx if self.exclusive else fx)
 
 
+class LearnedScale(nn.Module):
+    """y = h(x) + α·F(x), α learnt: one scalar per unit from 0 (ReZero, Bachlechner et al. 2020; with norm=none,
+    SkipInit, De & Smith 2020), or one per channel from a small ε (LayerScale, Touvron et al. 2021)."""
+
+    def __init__(self, path: nn.Module, alpha: torch.Tensor):
+        super().__init__()
+        self.path, self.alpha = path, nn.Parameter(alpha)
+
+    def forward(self, x, fx):
+        return self.path(x) + self.alpha * fx
+
+
 class DropoutShortcut(nn.Module):
     """y = dropout(h(x)) + F(x). Paper reading: keep with prob 1−p, no rescaling; ×(1−p) at test.
     ``inverted``: PyTorch's dropout (÷(1−p) in training, identity at test)."""
@@ -102,14 +115,15 @@ class DropoutShortcut(nn.Module):
         return h * (1 - self.p) + fx
 
 
-# Factories: (cfg, in_ch, out_ch, stride, path) -> module. ``path`` is chosen by the network builder.
+# Factories: (cfg, in_ch, out_ch, stride, path, norm) -> module. ``path`` is chosen by the network builder;
+# ``norm`` is the net's normalisation (per width).
 @register("identity")
-def _identity(cfg, in_ch, out_ch, stride, path):
+def _identity(cfg, in_ch, out_ch, stride, path, norm):
     return Sum(path)
 
 
 @register("scaling", ("scale", "scale_residual"))
-def _scaling(cfg, in_ch, out_ch, stride, path):
+def _scaling(cfg, in_ch, out_ch, stride, path, norm):
     if cfg.scale < 0 or cfg.scale_residual < 0:
         raise ValueError(
             f"shortcut.scale and shortcut.scale_residual must be >= 0, got {cfg.scale}, {cfg.scale_residual}"
@@ -118,29 +132,41 @@ def _scaling(cfg, in_ch, out_ch, stride, path):
 
 
 @register("exclusive_gating", ("gate_bias",))
-def _exclusive_gating(cfg, in_ch, out_ch, stride, path):
+def _exclusive_gating(cfg, in_ch, out_ch, stride, path, norm):
     return Gating(path, in_ch, out_ch, stride, cfg.gate_bias, exclusive=True)
 
 
 @register("shortcut_gating", ("gate_bias",))
-def _shortcut_gating(cfg, in_ch, out_ch, stride, path):
+def _shortcut_gating(cfg, in_ch, out_ch, stride, path, norm):
     return Gating(path, in_ch, out_ch, stride, cfg.gate_bias, exclusive=False)
 
 
 @register("conv1x1")
-def _conv1x1(cfg, in_ch, out_ch, stride, path):
-    return Sum(projection(in_ch, out_ch, stride, bn=True))
+def _conv1x1(cfg, in_ch, out_ch, stride, path, norm):
+    return Sum(projection(in_ch, out_ch, stride, norm))
+
+
+@register("rezero")
+def _rezero(cfg, in_ch, out_ch, stride, path, norm):
+    return LearnedScale(path, torch.zeros(()))
+
+
+@register("layerscale", ("eps",))
+def _layerscale(cfg, in_ch, out_ch, stride, path, norm):
+    if not cfg.eps > 0:
+        raise ValueError(f"shortcut.eps must be > 0, got {cfg.eps}")
+    return LearnedScale(path, torch.full((out_ch, 1, 1), float(cfg.eps)))
 
 
 @register("dropout", ("p", "inverted"))
-def _dropout(cfg, in_ch, out_ch, stride, path):
+def _dropout(cfg, in_ch, out_ch, stride, path, norm):
     if not 0 <= cfg.p < 1:
         raise ValueError(f"shortcut.p must be in [0, 1), got {cfg.p}")
     return DropoutShortcut(path, cfg.p, cfg.inverted)
 
 
-def make_shortcut(cfg, in_ch: int, out_ch: int, stride: int, path: nn.Module) -> nn.Module:
+def make_shortcut(cfg, in_ch: int, out_ch: int, stride: int, path: nn.Module, norm=nn.BatchNorm2d) -> nn.Module:
     kind = str(cfg.kind)
     if kind not in SHORTCUTS:
         raise ValueError(f"unknown shortcut {kind!r}; valid: {', '.join(SHORTCUTS)}")
-    return SHORTCUTS[kind](cfg, in_ch, out_ch, stride, path)
+    return SHORTCUTS[kind](cfg, in_ch, out_ch, stride, path, norm)

@@ -6,14 +6,20 @@ addition. It splits into ``pre`` (before the first conv), ``mid`` (between convs
 conv); a bottleneck unit repeats ``mid`` between its three convs, a one-layer unit drops it. A non-empty
 ``pre`` makes the net *pre-activation* (paper, appendix; docs/paper.md): the first unit of each stage applies
 ``pre`` before the split, the stem is a bare conv, and ``pre`` runs once more after the last unit.
+
+A placement says ``bn`` and ``relu`` as the paper does; they mean the normalisation and the activation chosen by
+``norm`` and ``act`` (``Layers``): BatchNorm and ReLU by default, GroupNorm, none, ELU, GELU or SiLU otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import nn
+
+from ..schema import Act, Norm
 
 OPS = ("conv", "bn", "relu")
 
@@ -54,6 +60,26 @@ class Placement:
         return ops + list(self.post)
 
 
+NORMS: dict[Norm, Callable[[int], nn.Module]] = {
+    Norm.batch: nn.BatchNorm2d,
+    Norm.group: lambda c: nn.GroupNorm(math.gcd(32, c), c),  # 32 groups, or one per channel below 32 channels
+    Norm.none: lambda c: nn.Identity(),
+}
+ACTS: dict[Act, Callable[[], nn.Module]] = {Act.relu: nn.ReLU, Act.elu: nn.ELU, Act.gelu: nn.GELU, Act.silu: nn.SiLU}
+
+
+@dataclass(frozen=True)
+class Layers:
+    """What a placement's ``bn`` and ``relu`` build: the chosen normalisation (per width) and activation."""
+
+    norm: Callable[[int], nn.Module] = NORMS[Norm.batch]
+    act: Callable[[], nn.Module] = ACTS[Act.relu]
+
+    @classmethod
+    def of(cls, norm: str, act: str) -> Layers:
+        return cls(NORMS[Norm(norm)], ACTS[Act(act)])
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     out_channels: int
@@ -61,20 +87,23 @@ class ConvSpec:
     stride: int = 1
 
 
-def build_ops(ops: Sequence[str], channels: int, convs: Sequence[ConvSpec] = ()) -> nn.Sequential:
-    """Turn an op order into layers: each ``conv`` takes the next ConvSpec; BN follows the current width."""
-    layers: list[nn.Module] = []
+def build_ops(
+    ops: Sequence[str], channels: int, convs: Sequence[ConvSpec] = (), layers: Layers = Layers()
+) -> nn.Sequential:
+    """Turn an op order into layers: each ``conv`` takes the next ConvSpec; ``bn`` (``layers.norm``) follows the
+    current width; ``relu`` is ``layers.act``."""
+    built: list[nn.Module] = []
     convs = iter(convs)
     for op in ops:
         if op == "conv":
             c = next(convs)
-            layers.append(nn.Conv2d(channels, c.out_channels, c.kernel, c.stride, c.kernel // 2, bias=False))
+            built.append(nn.Conv2d(channels, c.out_channels, c.kernel, c.stride, c.kernel // 2, bias=False))
             channels = c.out_channels
         elif op == "bn":
-            layers.append(nn.BatchNorm2d(channels))
+            built.append(layers.norm(channels))
         else:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+            built.append(layers.act())
+    return nn.Sequential(*built)
 
 
 class ResidualUnit(nn.Module):
