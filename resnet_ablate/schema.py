@@ -62,6 +62,11 @@ class Act(str, Enum):
     silu = "silu"
 
 
+class Init(str, Enum):
+    he = "he"  # the paper's: He et al. 2015's normal init of every conv, BN's γ = 1
+    zero_last_bn = "zero_last_bn"  # each branch's last BN γ = 0: F(x) = 0 at the start (Goyal et al. 2017)
+
+
 class Precision(str, Enum):
     auto = "auto"
     bf16 = "bf16"
@@ -214,3 +219,4 @@ class Config:
     seed: int = axis(0, recipe=False, shown=True)
     norm: Norm = axis(Norm.batch, added=True)  # what a placement's "bn" is (models/units.py)
     act: Act = axis(Act.relu, added=True)  # what a placement's "relu" is
+    init: Init = axis(Init.he, added=True)  # how the weights start (models/resnet.py)

@@ -58,29 +58,57 @@ def test_norm_and_act_reach_every_place_the_placement_puts_a_bn_or_a_relu(cfg, m
     assert all(g == min(32, c) for c, g in widths.items())  # 32 groups, one per channel in narrower layers
 
 
-@pytest.mark.parametrize("kind", ["rezero", "layerscale"])
-def test_a_learnt_branch_scale_at_initialisation_is_the_net_without_its_branches(cfg, kind):
-    class NoBranch(nn.Module):  # F(x) = 0 at the branch's output shape
-        def __init__(self, branch):
-            super().__init__()
-            self.branch = branch
+class NoBranch(nn.Module):
+    """F(x) = 0 at the branch's output shape: the net with its branches removed."""
 
-        def forward(self, x):
-            return torch.zeros_like(self.branch(x))
+    def __init__(self, branch):
+        super().__init__()
+        self.branch = branch
 
+    def forward(self, x):
+        return torch.zeros_like(self.branch(x))
+
+
+def _with_and_without_branches(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
-    net = build_model(cfg("model=resnet110", "model.depth=20", "norm=none", f"shortcut={kind}", "shortcut.eps=1e-30"
-                          if kind == "layerscale" else "shortcut.kind=rezero")).eval()  # fmt: skip
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        scaled = net(x)
+        full = net.train()(x)  # batch statistics: the branch's last BN normalises, γ = 0 then zeroes it
         for unit in (m for m in net.modules() if isinstance(m, ResidualUnit)):
             unit.branch = NoBranch(unit.branch)
-        removed = net(x)
+        return full, net(x)
+
+
+@pytest.mark.parametrize("kind", ["rezero", "layerscale"])
+def test_a_learnt_branch_scale_at_initialisation_is_the_net_without_its_branches(cfg, kind):
+    scale = "shortcut.eps=1e-30" if kind == "layerscale" else "shortcut.kind=rezero"
+    full, removed = _with_and_without_branches(
+        build_model(cfg("model=resnet110", "model.depth=20", "norm=none", f"shortcut={kind}", scale))
+    )
     if kind == "rezero":
-        assert torch.equal(scaled, removed)  # α = 0 exactly: the identity path alone
+        assert torch.equal(full, removed)  # α = 0 exactly: the identity path alone
     else:
-        assert torch.allclose(scaled, removed, rtol=0, atol=1e-20)  # α = ε per channel
+        assert torch.allclose(full, removed, rtol=0, atol=1e-20)  # α = ε per channel
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["unit=original"], ["unit=full_preact"], ["model=resnet164", "model.depth=20"], ["norm=group", "act=elu"]],
+)
+def test_zero_last_bn_starts_every_branch_at_zero(cfg, overrides):
+    net = build_model(cfg("model=resnet110", "model.depth=20", "init=zero_last_bn", *overrides))
+    full, removed = _with_and_without_branches(net)
+    assert torch.equal(full, removed)
+
+
+def test_zero_last_bn_without_a_normalisation_is_refused_in_one_line():
+    from typer.testing import CliRunner
+
+    from resnet_ablate.cli import app
+
+    result = CliRunner().invoke(app, ["describe", "init=zero_last_bn", "norm=none"])
+    assert result.exit_code == 2 and "init=zero_last_bn needs a BN in every branch" in result.output
+    assert "norm=batch or norm=group" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_an_axis_added_later_leaves_the_run_keys_of_existing_runs_as_they_were(cfg):
@@ -91,7 +119,7 @@ def test_an_axis_added_later_leaves_the_run_keys_of_existing_runs_as_they_were(c
     cell = cfg("model=resnet110", "unit=original", "data=cifar10", "shortcut=identity", "seed=0")
     assert store.run_key(cell) == "c44b12c8e5fd"  # Table 1's identity row, seed 0, as keyed before norm/act/eps
     fields = key_fields(cell)
-    assert "norm" not in fields and "act" not in fields and "eps" not in fields["shortcut"]
+    assert not {"norm", "act", "init"} & fields.keys() and "eps" not in fields["shortcut"]
     assert columns(fields)["norm"] == "batch" and columns(fields)["act"] == "relu"  # read back as the defaults
     assert store.run_key(cfg("model=resnet110", "norm=group")) != store.run_key(cfg("model=resnet110"))
 

@@ -22,8 +22,9 @@ __all__ = ["build_model", "describe", "ResNet", "ResidualUnit", "Placement", "SH
 
 def build_model(cfg: Config) -> ResNet:
     """The network of a composed config (``model``, ``unit``, ``shortcut``, ``data.num_classes``, ``norm``,
-    ``act``)."""
-    return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes, Layers.of(cfg.norm, cfg.act))
+    ``act``, ``init``)."""
+    layers = Layers.of(cfg.norm, cfg.act)
+    return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes, layers, cfg.init)
 
 
 def architecture(cfg: Config) -> str:
@@ -75,6 +76,7 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
         "shortcut": str(cfg.shortcut.kind),
         "norm": str(cfg.norm.value if hasattr(cfg.norm, "value") else cfg.norm),
         "act": str(cfg.act.value if hasattr(cfg.act, "value") else cfg.act),
+        "init": str(cfg.init.value if hasattr(cfg.init, "value") else cfg.init),
         "depth": cfg.model.depth,
         "weight_layers": stem_convs + branch_convs + 1,  # as the paper counts depth: stem, branches, classifier
         "params": sum(p.numel() for p in net.parameters()),

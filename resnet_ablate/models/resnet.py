@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..schema import Block, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
+from ..schema import Block, Init, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
 from .shortcuts import PadA, make_shortcut, projection
 from .units import ConvSpec, Layers, Placement, ResidualUnit, build_ops
 
@@ -52,10 +52,15 @@ class ResNet(nn.Module):
 
 
 def build_resnet(
-    model: ModelConfig, unit: UnitConfig, shortcut: ShortcutConfig, num_classes: int, layers: Layers = Layers()
+    model: ModelConfig,
+    unit: UnitConfig,
+    shortcut: ShortcutConfig,
+    num_classes: int,
+    layers: Layers = Layers(),
+    init: Init = Init.he,
 ) -> ResNet:
     """The net; ``layers``: what the placement's ``bn`` and ``relu`` build (every place the paper puts a BN or a
-    ReLU: stem, branch, after the addition, before pooling, after a projection)."""
+    ReLU: stem, branch, after the addition, before pooling, after a projection); ``init``: how its weights start."""
     block = Block(model.block)
     place = Placement.from_spec(unit.branch, unit.after_add)
     counts = units_per_stage(model)
@@ -103,4 +108,19 @@ def build_resnet(
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    if Init(init) is Init.zero_last_bn:
+        _zero_last_norm(net)
     return net
+
+
+def _zero_last_norm(net: ResNet) -> None:
+    """γ = 0 in each branch's last BN (or GroupNorm): with β = 0 and what follows it mapping 0 to 0 (an activation,
+    a conv without bias), every branch starts at F(x) = 0."""
+    for unit in (m for m in net.modules() if isinstance(m, ResidualUnit)):
+        norms = [m for m in unit.branch.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+        if not norms:
+            raise ValueError(
+                "init=zero_last_bn needs a BN in every branch to zero and these branches have none: "
+                "use norm=batch or norm=group (with a placement that has bn), or init=he"
+            )
+        nn.init.zeros_(norms[-1].weight)
