@@ -349,15 +349,26 @@ def compare(
 
 @app.command()
 def plot(
-    name: str = typer.Argument(..., help="figure1 | figure3 | figure6 | gradient-flow | runs"),
-    filters: Optional[list[str]] = typer.Argument(None, help="key=value filters, e.g. data=synthetic; store.root=DIR"),
+    name: str = typer.Argument(..., help="figure1 | figure3 | figure6 | gradient-flow | runs | signal"),
+    filters: Optional[list[str]] = typer.Argument(
+        None, help="key=value filters, e.g. data=synthetic; store.root=DIR. signal: a preset and/or overrides"
+    ),
     out_dir: Path = typer.Option(Path("figures"), "--out", help="Folder for the PNG and PDF."),
 ):
-    """Redraw the paper's curves (test error solid, training loss dashed) or the gradient reaching each unit."""
+    """Redraw the paper's curves (test error solid, training loss dashed) or the gradient reaching each unit;
+    ``signal``: each variant's activations and gradients at initialisation, no store needed."""
     from .report.figures import plot as draw
+    from .report.figures import signal
     from .store import scan
 
     _check_out(out_dir, folder=True)
+    if name == "signal":
+        try:
+            files = signal(filters or [], out_dir)
+        except (ValueError, LookupError) as e:
+            fail(one_line(e))
+        out.print("wrote " + ", ".join(map(str, files)))
+        return
     root, where = _filters(filters)
     _note_skipped(scan(root)[1])
     try:

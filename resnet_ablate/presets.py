@@ -61,14 +61,31 @@ class Preset:
         cells = [f"{r.overrides} {c.overrides}".strip() for r in self.rows for c in self.columns]
         return [*self.grid, *cells, *(cell for panel in self.panels for cell in panel)]
 
+    def label(self, cell: dict[str, str], with_column: bool) -> str | None:
+        """The table's name for a cell (its overrides as {key: value}): the row whose overrides the cell holds and
+        that changes most of ``params`` (after2016's Fixup row, not its original row), and its column's."""
+
+        def held(overrides: str) -> bool:
+            return all(cell.get(k) == v for k, _, v in (o.partition("=") for o in shlex.split(overrides)))
+
+        def changes(r: Row) -> int:
+            return sum(self.params.get(o.partition("=")[0]) != o.partition("=")[2] for o in shlex.split(r.overrides))
+
+        rows = sorted((r for r in self.rows if held(r.overrides)), key=changes, reverse=True)
+        columns = [c for c in self.columns if held(c.overrides)]
+        if not rows:
+            return None
+        return f"{rows[0].label}, {columns[0].label}" if with_column and columns else rows[0].label
+
     def base(self) -> dict[str, Any]:
         """The record filter common to every cell: ``params`` less the seeds."""
         return match(" ".join(f"{k}={v}" for k, v in self.params.items() if k != "seed"))
 
 
 def names(kind: str | None = None) -> list[str]:
-    """Every preset, or those with a ``table`` or a ``figure``."""
-    found = sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
+    """Every preset, or those with a ``table`` or a ``figure``: the paper's (``tableN``, ``figureN``) first."""
+    stems = (p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
+    found = sorted(stems, key=lambda n: (not n.startswith(("table", "figure")), n))
     return found if kind is None else [n for n in found if kind in OmegaConf.load(_path(n)).hydra.sweeper]
 
 

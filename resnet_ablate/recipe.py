@@ -69,3 +69,23 @@ def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> l
                 v.copy_(buffers[k])
         set_rng_states(rng, x.device)
     return [g.float().norm().item() for g in grads]
+
+
+def signal(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Signal propagation (Sec. 3, Eqs. 4–5): for one batch, the root-mean-square of each residual unit's output
+    x_{l+1} on the way forward, and the norm of ∂E/∂x_{l+1} reaching it on the way back. The model is left as it
+    was (weights; BN statistics, which a training-mode forward moves, restored)."""
+    units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
+    outputs: list[torch.Tensor] = []
+    hooks = [u.register_forward_hook(lambda m, a, out: outputs.append(out)) for u in units]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    try:
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), outputs, allow_unused=True)
+    finally:
+        for h in hooks:
+            h.remove()
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    forward = [o.detach().float().pow(2).mean().sqrt().item() for o in outputs]
+    return forward, [0.0 if g is None else g.float().norm().item() for g in grads]

@@ -65,6 +65,7 @@ class Act(str, Enum):
 class Init(str, Enum):
     he = "he"  # the paper's: He et al. 2015's normal init of every conv, BN's γ = 1
     zero_last_bn = "zero_last_bn"  # each branch's last BN γ = 0: F(x) = 0 at the start (Goyal et al. 2017)
+    fixup = "fixup"  # no normalisation: branches start at 0, scaled by depth, scalar biases (Zhang et al. 2019)
 
 
 class Precision(str, Enum):
@@ -90,6 +91,7 @@ class ModelConfig:
     shortcut_option: ShortcutOption = ShortcutOption.A
     projection_bn: Optional[bool] = None  # None: BN after projections in post-activation nets only [inference]
     stride_on: str = "first_1x1"  # bottleneck stride: first_1x1 (authors' code) | 3x3
+    drop_path: float = axis(0.0, added=True)  # stochastic depth: the last unit's drop rate p_L (Huang et al. 2016)
 
 
 @dataclass

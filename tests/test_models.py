@@ -33,6 +33,9 @@ PARAMS = [
     (["model=resnet110", "norm=none"], 1_727_962 - 2 * (16 + 18 * 2 * (16 + 32 + 64))),  # no BN's γ, β
     (["model=resnet110", "norm=group"], 1_727_962),  # GroupNorm's γ, β: as BN's
     (["model=resnet110", "shortcut=rezero", "norm=none"], 1_727_962 - 8_096 + 54),  # SkipInit's row
+    # Fixup: no BN; scalar biases before the stem's conv and ReLU (2), each unit's two convs and two ReLUs (4 × 54)
+    # and the classifier (1); a multiplier per branch (54)
+    (["model=resnet110", "norm=none", "init=fixup"], 1_727_962 - 8_096 + 2 + 4 * 54 + 1 + 54),
 ]
 
 
@@ -109,6 +112,95 @@ def test_zero_last_bn_without_a_normalisation_is_refused_in_one_line():
     result = CliRunner().invoke(app, ["describe", "init=zero_last_bn", "norm=none"])
     assert result.exit_code == 2 and "init=zero_last_bn needs a BN in every branch" in result.output
     assert "norm=batch or norm=group" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_fixup_starts_every_branch_and_the_classifier_at_zero(cfg):
+    net = build_model(cfg("model=resnet110", "model.depth=20", "norm=none", "init=fixup"))
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), torch.zeros(2, 10))  # the classifier's weights and bias are 0
+        features = net.final_act(net.stages(net.stem(x)))
+        for unit in (m for m in net.modules() if isinstance(m, ResidualUnit)):
+            unit.branch = NoBranch(unit.branch)
+        assert torch.equal(features, net.final_act(net.stages(net.stem(x))))  # the identity path alone
+
+
+@pytest.mark.parametrize("model,m", [("model=resnet110", 2), ("model=resnet164", 3)])
+def test_fixup_scales_the_other_branch_layers_by_l_to_the_minus_1_over_2m_minus_2(cfg, model, m):
+    def branch_convs(init):
+        torch.manual_seed(0)
+        net = build_model(cfg(model, "model.depth=20", "norm=none", f"init={init}"))
+        units = [u for u in net.modules() if isinstance(u, ResidualUnit)]
+        return len(units), [[c.weight for c in u.branch.modules() if isinstance(c, nn.Conv2d)] for u in units]
+
+    L, he = branch_convs("he")
+    _, fixup = branch_convs("fixup")
+    assert L == (9 if m == 2 else 6)  # depth 20: 6·3+2 basic, 9·2+2 bottleneck
+    for ours, theirs in zip(fixup, he):
+        assert len(ours) == m and not ours[-1].any()  # the last layer of each branch: 0
+        for a, b in zip(ours[:-1], theirs[:-1]):
+            assert torch.allclose(a, b * L ** (-1 / (2 * m - 2)))
+
+
+@pytest.mark.parametrize("model", ["model=resnet110", "model=resnet164"])
+def test_fixup_puts_a_scalar_bias_before_each_conv_linear_and_activation_and_a_multiplier_in_each_branch(cfg, model):
+    from resnet_ablate.models.resnet import Bias, Multiplier
+
+    net = build_model(cfg(model, "model.depth=20", "norm=none", "init=fixup"))
+    for seq in (m for m in net.modules() if isinstance(m, nn.Sequential)):
+        for before, layer in zip([None, *seq], seq):
+            if isinstance(layer, (nn.Conv2d, nn.Linear, nn.ReLU)):
+                assert isinstance(before, Bias), seq
+    assert _count(net, Bias) == _count(net, nn.Conv2d) + _count(net, nn.ReLU) + 1  # projections' convs too
+    units = [u for u in net.modules() if isinstance(u, ResidualUnit)]
+    assert [isinstance(u.branch[-1], Multiplier) for u in units] == [True] * len(units)
+
+
+def test_fixup_with_a_normalisation_is_refused_in_one_line():
+    from typer.testing import CliRunner
+
+    from resnet_ablate.cli import app
+
+    result = CliRunner().invoke(app, ["describe", "init=fixup"])
+    assert result.exit_code == 2 and "init=fixup trains without normalisation: add norm=none" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_drop_path_follows_the_linear_rule(cfg):
+    net = build_model(cfg("model=resnet110", "model.depth=20", "model.drop_path=0.5"))
+    drops = [u.drop for u in net.modules() if isinstance(u, ResidualUnit)]
+    assert drops == [pytest.approx(unit / 9 * 0.5) for unit in range(1, 10)]  # p_l = l / L · p_L, L = 9 units
+    with pytest.raises(ValueError, match=r"model.drop_path must be in \[0, 1\)"):
+        build_model(cfg("model=resnet110", "model.depth=20", "model.drop_path=1"))
+
+
+def test_drop_path_drops_whole_branches_per_sample_and_keeps_the_expectation():
+    from resnet_ablate.models.shortcuts import Sum
+
+    unit = ResidualUnit(nn.Identity(), nn.Identity(), Sum(nn.Identity()), nn.Identity(), drop=0.3)
+    torch.manual_seed(0)
+    x = torch.ones(20_000, 4, 2, 2)
+    y = unit.train()(x)
+    per_sample = y.flatten(1)
+    assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample))  # a whole branch, or none of it
+    dropped = (per_sample[:, 0] == 1).float().mean().item()  # y = x + 0
+    assert sorted(set(per_sample[:, 0].tolist())) == [1.0, pytest.approx(1 + 1 / 0.7)]
+    assert abs(dropped - 0.3) < 0.02 and abs(y.mean().item() - 2) < 0.02  # E[y] = x + F(x)
+    assert torch.equal(unit.eval()(x), 2 * x)  # off at evaluation
+
+
+def test_stacked_seeds_draw_their_own_drop_path_masks(cfg):
+    from resnet_ablate.stack import stack
+
+    models = []
+    for _ in range(2):  # two identical nets: only their masks can differ
+        torch.manual_seed(0)
+        models.append(build_model(cfg("model=resnet110", "model.depth=8", "model.drop_path=0.9")).train())
+    forward, _ = stack(models)
+    x = torch.randn(1, 16, 3, 32, 32).expand(2, -1, -1, -1, -1)
+    out = forward(x)
+    assert not torch.equal(out[0], out[1])
 
 
 def test_an_axis_added_later_leaves_the_run_keys_of_existing_runs_as_they_were(cfg):
@@ -419,3 +511,30 @@ def test_a_new_shortcut_kind_is_one_registration(cfg):
             check_cells([cfg("shortcut.kind=half_shortcut", "shortcut.p=0.9", "train.device=cpu", "data=synthetic")])
     finally:
         del SHORTCUTS["half_shortcut"], PARAMETERS["half_shortcut"]
+
+
+def test_signal_at_initialisation_is_constant_on_the_identity_path_and_grows_without_a_normalisation(cfg):
+    from resnet_ablate.recipe import signal
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(10, (8,))
+    rezero = build_model(cfg("model=resnet110", "model.depth=20", "shortcut=rezero"))
+    buffers = {k: v.clone() for k, v in rezero.named_buffers()}
+    forward, backward = signal(rezero, x, y)
+    assert len(forward) == len(backward) == 9
+    assert forward[0] == forward[1] == forward[2] and backward[0] == backward[1]  # x_{l+1} = relu(x_l + 0·F) = x_l
+    assert all(torch.equal(v, buffers[k]) for k, v in rezero.named_buffers())  # BN statistics left as they were
+    bare, _ = signal(build_model(cfg("model=resnet110", "model.depth=20", "norm=none")), x, y)
+    for stage in (bare[0:3], bare[3:6], bare[6:9]):  # Var(x + F(x)) = Var(x) + Var(F(x)): it grows every unit
+        assert stage[0] < stage[1] < stage[2]  # (option A's subsampling between stages aside)
+    assert bare[-1] > 5 * forward[-1]
+    _, fixup = signal(build_model(cfg("model=resnet110", "model.depth=20", "norm=none", "init=fixup")), x, y)
+    assert fixup == [0.0] * 9  # the classifier starts at 0: no gradient reaches the units at first
+
+
+def test_a_grid_that_pairs_fixup_with_bn_is_refused_before_anything_runs(cfg):
+    from resnet_ablate.validate import check_cells
+
+    cells = [cfg("model=resnet110", "model.depth=8"), cfg("model=resnet110", "model.depth=8", "init=fixup")]
+    with pytest.raises(ValueError, match="init=fixup trains without normalisation"):
+        check_cells(cells, data=False)

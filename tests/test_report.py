@@ -411,3 +411,24 @@ def test_the_report_renders_in_a_real_browser(root, tmp_path):
     assert browse(f"--screenshot={shot}").returncode == 0
     stats = ImageStat.Stat(Image.open(shot).convert("L"))
     assert stats.stddev[0] > 10  # text and tables, not a blank page
+
+
+def test_plot_signal_draws_each_row_of_a_preset_at_initialisation(tmp_path):
+    from resnet_ablate.report.figures import plt
+
+    args = ["plot", "signal", "after2016", "model=resnet110", "model.depth=8", "--out", str(tmp_path)]
+    shown = []
+    original = plt.close
+    plt.close = lambda fig: shown.append(fig) or original(fig)
+    try:
+        res = CliRunner().invoke(app, args)
+    finally:
+        plt.close = original
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "signal.png").stat().st_size > 1000 and (tmp_path / "signal.pdf").exists()
+    forward = shown[0].axes[0]
+    labels = [line.get_label() for line in forward.get_lines()]
+    assert labels[:3] == ["original (He et al. 2016)", "full pre-activation (He et al. 2016)", "no normalisation"]
+    assert len(labels) == 11 and "Fixup (Zhang et al. 2019) (∂E/∂x = 0: the classifier starts at 0)" in labels
+    bad = CliRunner().invoke(app, ["plot", "signal", "after2016", "init=fixup", "norm=batch", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "init=fixup trains without normalisation" in bad.output

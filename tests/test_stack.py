@@ -20,6 +20,7 @@ from .test_train import _killed_and_resumed_vs_uninterrupted
     [
         ["unit=original", "shortcut=identity"],  # option A zero-padding shortcuts
         ["model=resnet164", "model.depth=11", "unit=full_preact", "shortcut=exclusive_gating"],  # projections, gates
+        ["norm=none", "init=fixup", "shortcut=rezero"],  # scalar parameters: Fixup's biases and multipliers, α
     ],
 )
 def test_a_stacked_step_updates_each_seed_as_its_own_step_would(cfg, arch):
@@ -115,7 +116,10 @@ def test_a_seed_that_diverges_ends_alone_and_its_stack_trains_on(cfg, tmp_path, 
 
 @pytest.mark.slow
 def test_sigkilled_stacked_seeds_resume_bit_identical_to_uninterrupted_ones(tmp_path):
-    overrides = ["launcher.seeds=[0,1]", "shortcut=dropout", "train.iterations=32", "train.milestones=[16,24]"]
+    overrides = [
+        *["launcher.seeds=[0,1]", "shortcut=dropout", "model.drop_path=0.5"],  # both masks replayed after the kill
+        *["train.iterations=32", "train.milestones=[16,24]"],
+    ]
     pairs = _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=14)
     assert len(pairs) == 2 and pairs[0][0]["model"].keys() == pairs[1][0]["model"].keys()
     for sa, sb in pairs:

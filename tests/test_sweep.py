@@ -29,8 +29,26 @@ def test_every_config_of_every_group_composes(cfg, group):
 
 
 def test_presets_name_every_comparison_of_the_paper():
-    assert presets.names("table") == ["table1", "table2", "table3", "table4", "table5"]
+    assert presets.names("table") == ["table1", "table2", "table3", "table4", "table5", "after2016"]
     assert presets.names("figure") == ["figure1", "figure3", "figure6"]
+
+
+def test_after2016_rows_hold_the_papers_unit_but_for_what_they_change():
+    from resnet_ablate.report.tables import cells
+
+    specs, _ = cells("after2016")
+    by_row = {c.row.split(" (")[0]: c.match for c in specs if c.column == "resnet110"}
+    assert len(specs) == 22 and len(by_row) == 11
+    assert by_row["original"] == {
+        "unit": "original", "shortcut": "identity", "norm": "batch", "act": "relu",
+        "init": "he", "drop_path": 0, "model": "resnet110",
+    }  # fmt: skip
+    assert by_row["Fixup"] == {**by_row["original"], "init": "fixup", "norm": "none"}
+    assert by_row["SkipInit"] == {**by_row["original"], "shortcut": "rezero", "norm": "none"}
+    assert by_row["stochastic depth p_L=0.5"] == {**by_row["original"], "drop_path": 0.5}
+    papers = {c.row.split(" (")[0]: c.paper for c in specs if c.column == "resnet164"}
+    assert papers["original"] == 5.93 and papers["full pre-activation"] == 5.46  # Table 3
+    assert [p for r, p in papers.items() if r not in ("original", "full pre-activation")] == [None] * 9
 
 
 @pytest.mark.parametrize("preset", presets.names())
@@ -56,7 +74,15 @@ def test_a_table_preset_derives_both_the_grid_and_the_report_cells():
 
 @pytest.mark.parametrize(
     "preset,cells",
-    [("table1", 16 * 5), ("table2", 10 * 5), ("table3", 12 * 5), ("table4", 5 * 5), ("table5", 4), ("figure6", 4)],
+    [
+        ("table1", 16 * 5),
+        ("table2", 10 * 5),
+        ("table3", 12 * 5),
+        ("table4", 5 * 5),
+        ("table5", 4),
+        ("figure6", 4),
+        ("after2016", 22 * 5),
+    ],
 )
 def test_preset_grids_have_the_papers_cells_with_5_seeds(preset, cells):
     assert len(preset_grid(preset, [])) == cells

@@ -28,9 +28,9 @@ def build_model(cfg: Config) -> ResNet:
 
 
 def architecture(cfg: Config) -> str:
-    """What decides a network's shape (its modules and their sizes): cells equal in it build alike, whatever their
-    shortcut parameters (λ, b_g, p are values, not shapes) or recipe."""
-    return str([cfg.model, cfg.unit, cfg.shortcut.kind, cfg.data.num_classes, cfg.norm, cfg.act])
+    """What decides a network's shape (its modules and their sizes) and whether it builds: cells equal in it build
+    alike, whatever their shortcut parameters (λ, b_g, p are values, not shapes) or recipe."""
+    return str([cfg.model, cfg.unit, cfg.shortcut.kind, cfg.data.num_classes, cfg.norm, cfg.act, cfg.init])
 
 
 def count_macs(net: nn.Module, image_size: int) -> int:
@@ -77,6 +77,7 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
         "norm": str(cfg.norm.value if hasattr(cfg.norm, "value") else cfg.norm),
         "act": str(cfg.act.value if hasattr(cfg.act, "value") else cfg.act),
         "init": str(cfg.init.value if hasattr(cfg.init, "value") else cfg.init),
+        "drop_path": cfg.model.drop_path,
         "depth": cfg.model.depth,
         "weight_layers": stem_convs + branch_convs + 1,  # as the paper counts depth: stem, branches, classifier
         "params": sum(p.numel() for p in net.parameters()),

@@ -6,11 +6,12 @@ bottleneck nets 9n+2, one-layer-skip nets 3n+2; ImageNet nets give their units p
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..schema import Block, Init, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
 from .shortcuts import PadA, make_shortcut, projection
-from .units import ConvSpec, Layers, Placement, ResidualUnit, build_ops
+from .units import ACTS, ConvSpec, Layers, Placement, ResidualUnit, build_ops
 
 CONVS_PER_UNIT = {Block.basic: 2, Block.bottleneck: 3, Block.single: 1}
 EXPANSION = {Block.basic: 1, Block.bottleneck: 4, Block.single: 1}
@@ -67,6 +68,9 @@ def build_resnet(
     if len(counts) != len(model.widths):
         raise ValueError(f"model.stages has {len(counts)} entries but model.widths has {len(model.widths)}")
     proj_bn = (not place.preact) if model.projection_bn is None else model.projection_bn
+    if not 0 <= model.drop_path < 1:
+        raise ValueError(f"model.drop_path must be in [0, 1) (the last unit's drop rate p_L), got {model.drop_path}")
+    total, index = sum(counts), 0  # unit l of L drops its branch with p_l = l / L · p_L (Huang et al.'s linear rule)
 
     stem_ops = [] if place.preact else ["bn", "relu"]
     if Stem(model.stem) is Stem.imagenet:
@@ -93,12 +97,14 @@ def build_resnet(
                 path = projection(channels, out, stride, layers.norm if proj_bn else None)
             else:
                 path = PadA(out - channels, stride)
+            index += 1
             units.append(
                 ResidualUnit(
                     split_act,
                     build_ops(ops, channels, convs, layers),
                     make_shortcut(shortcut, channels, out, stride, path, layers.norm),
                     build_ops(place.after_add, out, layers=layers),
+                    index / total * model.drop_path,
                 )
             )
             channels = out
@@ -110,6 +116,8 @@ def build_resnet(
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     if Init(init) is Init.zero_last_bn:
         _zero_last_norm(net)
+    if Init(init) is Init.fixup:
+        _fixup(net)
     return net
 
 
@@ -124,3 +132,50 @@ def _zero_last_norm(net: ResNet) -> None:
                 "use norm=batch or norm=group (with a placement that has bn), or init=he"
             )
         nn.init.zeros_(norms[-1].weight)
+
+
+class Bias(nn.Module):
+    """A learnt scalar added to its input, from 0 (Fixup's biases)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x + self.bias
+
+
+class Multiplier(nn.Module):
+    """A learnt scalar multiplying its input, from 1 (Fixup's branch multiplier)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def _fixup(net: ResNet) -> None:
+    """Fixup (Zhang, Dauphin & Ma 2019, Sec. 3), its three steps as written: (1) the classifier and the last layer
+    of each branch start at 0; (2) the other branch layers keep He et al.'s init scaled by L^(−1/(2m−2)), for L
+    units of m layers; (3) a scalar multiplier (from 1) ends every branch and a scalar bias (from 0) comes before
+    each convolution, linear and activation layer, wherever the placement puts them. No normalisation."""
+    if any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in net.modules()):
+        raise ValueError("init=fixup trains without normalisation: add norm=none, or use init=he or init=zero_last_bn")
+    units = [m for m in net.modules() if isinstance(m, ResidualUnit)]
+    with torch.no_grad():
+        for unit in units:
+            convs = [m for m in unit.branch.modules() if isinstance(m, nn.Conv2d)]
+            for conv in convs[:-1]:
+                conv.weight.mul_(len(units) ** (-1 / (2 * len(convs) - 2)))
+            convs[-1].weight.zero_()
+            unit.branch.append(Multiplier())
+        net.fc.weight.zero_()
+        net.fc.bias.zero_()
+    net.fc = nn.Sequential(net.fc)
+    biased = (nn.Conv2d, nn.Linear, *ACTS.values())
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for i in reversed(range(len(seq))):
+            if isinstance(seq[i], biased):
+                seq.insert(i, Bias())

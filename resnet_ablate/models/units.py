@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..schema import Act, Norm
@@ -107,12 +108,21 @@ def build_ops(
 
 
 class ResidualUnit(nn.Module):
-    """x_{l+1} = f(shortcut(x', F(x'))), x' = split_act(x): split_act is the first unit's shared pre-activation."""
+    """x_{l+1} = f(shortcut(x', D(F(x')))), x' = split_act(x): split_act is the first unit's shared pre-activation.
+    D is stochastic depth (Huang et al. 2016): in training each sample's whole branch is dropped with probability
+    ``drop`` and a kept one is divided by 1 − drop, so its expectation is F(x'); at evaluation D is the identity."""
 
-    def __init__(self, split_act: nn.Module, branch: nn.Module, shortcut: nn.Module, after_add: nn.Module):
+    def __init__(
+        self, split_act: nn.Module, branch: nn.Module, shortcut: nn.Module, after_add: nn.Module, drop: float = 0.0
+    ):
         super().__init__()
         self.split_act, self.branch, self.shortcut, self.after_add = split_act, branch, shortcut, after_add
+        self.drop = drop
 
     def forward(self, x):
         x = self.split_act(x)
-        return self.after_add(self.shortcut(x, self.branch(x)))
+        fx = self.branch(x)
+        if self.training and self.drop:
+            keep = 1 - self.drop  # a mask per sample (under vmap, per seed too: stack.py draws "different")
+            fx = fx * torch.bernoulli(torch.full_like(fx[:, :1, :1, :1], keep)) / keep
+        return self.after_add(self.shortcut(x, fx))

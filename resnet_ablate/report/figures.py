@@ -1,4 +1,5 @@
-"""The paper's training curves (Figs. 1, 3, 6) and a gradient-flow figure, from the runs' records."""
+"""The paper's training curves (Figs. 1, 3, 6) and a gradient-flow figure, from the runs' records; the signal at
+initialisation of any variants (``signal``: built, not read from the store)."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def figure(name: str, root: str | Path, filters: dict[str, Any], runs: pd.DataFr
     compared (its title names a cell without a run); one left with a lone curve would be a copy of another panel's,
     so it is left out and named under the figure."""
     if name not in FIGURES:
-        raise ValueError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}")
+        raise ValueError(f"unknown figure {name!r}; valid: {', '.join(FIGURES)}, signal")
     root = Path(root)
     df = records(root) if runs is None else runs
     if df.empty:
@@ -170,3 +171,55 @@ def _gradient_flow(ax, runs: pd.DataFrame, root: Path) -> None:
     ax.set_xlabel("residual unit l (input side → output side)")
     ax.set_ylabel("‖∂E/∂x_l‖")
     styles.legend(ax, [("at initialisation", {"alpha": 0.35}), ("end of training", {"linewidth": 1.8})])
+
+
+def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
+    """``plot signal``: each variant at initialisation, from one batch of Gaussian images (seed 0), as
+    ``recipe.signal`` measures it: the activations' RMS after each unit and the gradient reaching them. The
+    variants are a preset's cells (``after2016``, narrowed by the other arguments as ``sweep`` narrows it) or the
+    cells of the arguments' comma lists (``unit=original,full_preact norm=none``)."""
+    import torch
+
+    from ..config import compose
+    from ..models import build_model
+    from ..recipe import signal as measure
+    from ..sweep import axes, expand_grid, preset_grid
+
+    preset = arguments[0] if arguments and "=" not in arguments[0] else None
+    rest = arguments[1:] if preset else arguments
+    cells = preset_grid(preset, [*rest, "seed=0"]) if preset else expand_grid([], [], [*rest, "seed=0"])
+    values, varying = axes(cells)
+    spec = presets.load(preset) if preset else None
+    fig, (fwd, bwd) = plt.subplots(1, 2, figsize=(12, 4.6))
+    cycle = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
+    names = [spec.label(v, with_column=False) if spec else None for v in values]
+    if spec and len({spec.label(v, with_column=True) for v in values}) > len(set(names)):  # columns too
+        names = [spec.label(v, with_column=True) for v in values]
+    for i, (cell, value) in enumerate(zip(cells, values)):
+        label = names[i] or " ".join(f"{k}={value[k]}" for k in varying) or "as composed"
+        cfg = compose(cell)
+        size = cfg.data.image_size if cfg.data.name == "imagenet" else 32
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 3, size, size, generator=generator)
+        y = torch.randint(cfg.data.num_classes, (batch,), generator=generator)
+        torch.manual_seed(0)
+        activations, gradients = measure(build_model(cfg).train(), x, y)
+        if not any(gradients):
+            label += " (∂E/∂x = 0: the classifier starts at 0)"
+        units = range(1, len(activations) + 1)
+        style = {"color": cycle[i % len(cycle)], "linestyle": SEED_STYLES[i % 4]}  # variants equal at init: dashes
+        fwd.plot(units, activations, label=literal(label), **style)
+        bwd.plot(units, [g or float("nan") for g in gradients], **style)
+    for ax, what in ((fwd, "RMS of x_{l+1} (forward)"), (bwd, "‖∂E/∂x_{l+1}‖ (backward)")):
+        ax.set_yscale("log")
+        ax.set_xlabel("residual unit l")
+        ax.set_title(what, fontsize=9)
+    fwd.legend(loc="upper center", bbox_to_anchor=(1.1, -0.14), ncol=2, fontsize=7, frameon=False)
+    where = " ".join([*([preset] if preset else []), *rest])
+    fig.suptitle(literal(f"signal at initialisation ({where}): one batch of {batch} Gaussian images"), fontsize=9)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / f"signal.{ext}" for ext in ("png", "pdf")]
+    for f in files:
+        fig.savefig(f, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return files

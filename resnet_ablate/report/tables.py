@@ -48,22 +48,19 @@ class TableCell:
 
 def cells(name: str) -> tuple[list[TableCell], dict[str, Any]]:
     """The cells of a paper table (its preset's rows × columns) and the filter common to them (which the user may
-    override)."""
+    override). A cell holds its preset's value of each key the table lays out and its own overrides do not set
+    (after2016's original row is ``init=he``, though only its Fixup row says ``init``)."""
     if name not in presets.names("table"):
         raise ValueError(f"unknown table {name!r}; valid: {', '.join(presets.names('table'))}")
     spec = presets.load(name)
+    base = spec.base()
+    pairs = [(r, c, value) for r in spec.rows for c, value in zip(spec.columns, r.paper)]
+    matches = [{**presets.match(r.overrides), **presets.match(c.overrides)} for r, c, _ in pairs]
+    defaults = {k: v for k, v in base.items() if any(k in m for m in matches)}
     return [
-        TableCell(
-            r.label,
-            c.label,
-            {**presets.match(r.overrides), **presets.match(c.overrides)},
-            value,
-            c.metric,
-            f"{r.overrides} {c.overrides}".strip(),
-        )
-        for r in spec.rows
-        for c, value in zip(spec.columns, r.paper)
-    ], spec.base()
+        TableCell(r.label, c.label, {**defaults, **m}, value, c.metric, f"{r.overrides} {c.overrides}".strip())
+        for (r, c, value), m in zip(pairs, matches)
+    ], base
 
 
 def named(df: pd.DataFrame, key: str) -> str:
