@@ -377,10 +377,11 @@ def test_bottleneck_stride_on_first_1x1_or_3x3(cfg):
     assert [c.stride for c in convs] == [(1, 1), (2, 2), (1, 1)]
 
 
-def _observed_order(unit: ResidualUnit, x) -> tuple[list[str], list[str]]:
-    """Op types in execution order, via forward hooks, split at the addition (branch vs after-add)."""
+def _observed_order(unit: ResidualUnit, x, names=None) -> tuple[list[str], list[str]]:
+    """Op types in execution order, via forward hooks, split at the addition (branch vs after-add); ``names``: the
+    module types to observe and the op each stands for."""
     seen = []
-    names = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ReLU: "relu"}
+    names = names or {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ReLU: "relu"}
     hooks = [
         m.register_forward_hook(lambda m, i, o, n=names[type(m)]: seen.append((m, n)))
         for part in (unit.branch, unit.after_add)
@@ -410,6 +411,20 @@ def test_op_order_observed_through_hooks_is_the_papers(cfg, unit, model, channel
     branch, after = _observed_order(_unit(net, 0, 1), torch.randn(2, channels, 8, 8))
     assert "-".join(branch) == EXPECTED[unit][column]
     assert "-".join(after) == EXPECTED[unit][2]
+
+
+@pytest.mark.parametrize("unit", list(EXPECTED))
+@pytest.mark.parametrize(
+    "layers,names",
+    [(["norm=group", "act=elu"], {nn.GroupNorm: "bn", nn.ELU: "relu"}), (["norm=none", "act=gelu"], {nn.GELU: "relu"})],
+    ids=["group-elu", "none-gelu"],
+)
+def test_the_chosen_norm_and_act_run_exactly_where_the_placement_says_bn_and_relu(cfg, unit, layers, names):
+    net = build_model(cfg("model=resnet20", "model.depth=14", f"unit={unit}", *layers)).eval()
+    branch, after = _observed_order(_unit(net, 0, 1), torch.randn(2, 16, 8, 8), {nn.Conv2d: "conv", **names})
+    kept = {"conv", *names.values()}  # norm=none: the placement's bn ops build nothing
+    assert branch == [op for op in EXPECTED[unit][0].split("-") if op in kept]
+    assert after == [op for op in EXPECTED[unit][2].split("-") if op in kept]
 
 
 def test_preact_net_has_bare_stem_and_ends_with_bn_relu_before_pooling(cfg):

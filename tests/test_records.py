@@ -56,7 +56,9 @@ def test_every_setting_is_an_axis_or_unkeyed_and_the_run_key_derives_from_them(c
 
     added = {a.path for a in axes.AXES if a.added}  # added later: out of the key at their defaults
     assert set(leaves(d)) == {a.path for a in axes.AXES} - added  # the run key is exactly the axes
-    moved = cfg("norm=group", "act=elu", "shortcut=layerscale", "shortcut.eps=1e-5")
+    moved = cfg(
+        "norm=group", "act=elu", "init=zero_last_bn", "model.drop_path=0.1", "shortcut=layerscale", "shortcut.eps=1e-5"
+    )
     assert set(leaves(key_fields(moved))) == {a.path for a in axes.AXES}  # set, they key
     assert not axes.problems(d) and axes.problems({**d, "seed": "0"}) == ["seed is '0', not int"]
     assert {"store", "launcher", "logger", "data.root", "train.device", "train.budget"} <= set(UNKEYED)

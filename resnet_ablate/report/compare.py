@@ -76,11 +76,15 @@ def compare(
         raise LookupError("no finished runs in the store; run a sweep first")
     axis = named(df, axis)
     df = select(df, {named(df, k): v for k, v in filters.items()})
-    df = df[df["status"] == "done"].dropna(subset=["error"])
+    ended, df = df, df[df["status"] == "done"].dropna(subset=["error"])
     held = sorted({show(v) for v in df[axis]})
     for s in settings:
         if select(df, {axis: s}).empty:
-            raise ValueError(f"no finished run has {axis}={s}; the runs hold {axis}={','.join(held) or 'nothing'}")
+            others = select(ended, {axis: s})["status"].value_counts()  # diverged runs have no error to compare
+            why = f" ({', '.join(f'{n} {status}' for status, n in others.items())})" if len(others) else ""
+            raise ValueError(
+                f"no finished run has {axis}={s}{why}; the runs hold {axis}={','.join(held) or 'nothing'}"
+            )
     groups = {s: select(df, {axis: s}) for s in settings}
     for s, g in groups.items():
         spread = differing(g, KEYED)

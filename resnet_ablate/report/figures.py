@@ -27,7 +27,7 @@ SEED_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)),
 
 def _setting(r: pd.Series) -> str:
     """model (at its depth), unit, shortcut and the parameters its kind reads: what a colour stands for."""
-    params = "".join(f" {a.column}={show(r[a.column])}" for a in AXES if a.kinds and r.get(a.column) is not None)
+    params = "".join(f" {a.column}={show(r[a.column])}" for a in AXES if a.kinds and show(r.get(a.column)) != "None")
     return f"{r['model']} depth {show(r['depth'])} {r['unit']} {r['shortcut']}{params}"
 
 

@@ -77,6 +77,9 @@ def select(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
 
 
 def show(value: Any) -> str:
+    """An axis value as text; a parameter its run's kind does not read (None, NaN in a numeric column) is "None"."""
+    if isinstance(value, float) and value != value:
+        return "None"
     if isinstance(value, (tuple, list)):
         return f"[{', '.join(map(show, value))}]"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -209,7 +212,11 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
         )
     header = {
         "table": name,
-        **{k: at_depth(str(v), specs[0]) if k == "model" else v for k, v in chosen.items()},
+        **{
+            k: at_depth(str(v), specs[0]) if k == "model" else v
+            for k, v in chosen.items()
+            if k in filters or k not in laid_out  # a preset's value that rows change is no setting of the table
+        },
         "budget": chosen.get("budget", ",".join(sorted(set(shown["budget"])))),
         "complete": bool(result["n"].all()),
     }
@@ -241,7 +248,7 @@ def fmt_ours(r: pd.Series) -> str:
 def fmt_paper(r: pd.Series) -> str:
     """The paper's number; in parentheses when it is not comparable with ours."""
     v = r["paper"]
-    text = "" if v is None else v if isinstance(v, str) else f"{v:.2f}"
+    text = v if isinstance(v, str) else "" if v is None or pd.isna(v) else f"{v:.2f}"  # None: the source has none
     return text if r["comparable"] or not text else f"({text})"
 
 
