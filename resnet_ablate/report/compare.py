@@ -82,9 +82,7 @@ def compare(
         if select(df, {axis: s}).empty:
             others = select(ended, {axis: s})["status"].value_counts()  # diverged runs have no error to compare
             why = f" ({', '.join(f'{n} {status}' for status, n in others.items())})" if len(others) else ""
-            raise ValueError(
-                f"no finished run has {axis}={s}{why}; the runs hold {axis}={','.join(held) or 'nothing'}"
-            )
+            raise ValueError(f"no finished run has {axis}={s}{why}; the runs hold {axis}={','.join(held) or 'nothing'}")
     groups = {s: select(df, {axis: s}) for s in settings}
     for s, g in groups.items():
         spread = differing(g, KEYED)
