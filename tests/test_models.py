@@ -169,7 +169,7 @@ def test_fixup_with_a_normalisation_is_refused_in_one_line():
 
 def test_drop_path_follows_the_linear_rule(cfg):
     net = build_model(cfg("model=resnet110", "model.depth=20", "model.drop_path=0.5"))
-    drops = [u.drop for u in net.modules() if isinstance(u, ResidualUnit)]
+    drops = [u.drop.item() for u in net.modules() if isinstance(u, ResidualUnit)]
     assert drops == [pytest.approx(unit / 9 * 0.5) for unit in range(1, 10)]  # p_l = l / L · p_L, L = 9 units
     with pytest.raises(ValueError, match=r"model.drop_path must be in \[0, 1\)"):
         build_model(cfg("model=resnet110", "model.depth=20", "model.drop_path=1"))

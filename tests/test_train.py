@@ -299,6 +299,26 @@ def test_inductor_compiles_one_graph_per_unit_shape_and_trains_like_eager(cfg, t
     assert compiled["test_error"] == pytest.approx(eager["test_error"], abs=0.01)
 
 
+@pytest.mark.slow
+def test_inductor_shares_one_graph_per_unit_shape_under_drop_path(cfg, tmp_path):
+    """Units differ in their drop rate p_l (a tensor, not a float the compiler would guard on): depth 20's nine units
+    still compile as five shapes."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    c = cfg(
+        *TINY,
+        "model.depth=20",
+        "model.drop_path=0.5",
+        "budget=smoke",
+        "train.compile=inductor",
+        f"store.root={tmp_path}",
+        f"data.root={tmp_path}",
+    )
+    assert train(c, store.run_dir(c))["status"] == "done"
+    assert counters["stats"]["unique_graphs"] == 5
+
+
 def test_the_step_reads_the_learning_rate_from_one_tensor_that_survives_loading_a_checkpoint(cfg):
     """A captured CUDA graph cannot see a new Python float: the lr lives in a tensor the step fills in place."""
     from resnet_ablate.step import build

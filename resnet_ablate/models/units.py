@@ -117,12 +117,13 @@ class ResidualUnit(nn.Module):
     ):
         super().__init__()
         self.split_act, self.branch, self.shortcut, self.after_add = split_act, branch, shortcut, after_add
-        self.drop = drop
+        # A tensor, not a float: units that differ only in their rate share one compiled graph (compile=inductor)
+        self.register_buffer("drop", torch.tensor(float(drop)) if drop else None, persistent=False)
 
     def forward(self, x):
         x = self.split_act(x)
         fx = self.branch(x)
-        if self.training and self.drop:
+        if self.training and self.drop is not None:
             keep = 1 - self.drop  # a mask per sample (under vmap, per seed too: stack.py draws "different")
-            fx = fx * torch.bernoulli(torch.full_like(fx[:, :1, :1, :1], keep)) / keep
+            fx = fx * (torch.rand_like(fx[:, :1, :1, :1]) < keep) / keep
         return self.after_add(self.shortcut(x, fx))
