@@ -145,6 +145,7 @@ def _alone(model: torch.nn.Module, t: DictConfig, device: torch.device, world: i
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if mode is Compile.inductor:  # regional compilation: units of one shape share one compiled graph
+        torch._dynamo.reset()  # a worker's earlier cells' graphs would count towards the units' recompile limit
         for unit in model.modules():
             if isinstance(unit, ResidualUnit):
                 unit.compile()

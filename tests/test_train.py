@@ -302,7 +302,8 @@ def test_inductor_compiles_one_graph_per_unit_shape_and_trains_like_eager(cfg, t
 @pytest.mark.slow
 def test_inductor_shares_one_graph_per_unit_shape_under_drop_path(cfg, tmp_path):
     """Units differ in their drop rate p_l (a tensor, not a float the compiler would guard on): depth 20's nine units
-    still compile as five shapes."""
+    still compile as five shapes, after the graphs of an earlier cell in this process (the test above): a worker
+    that trains several cells starts each from a fresh compiler cache, not from its units' recompile limit."""
     from torch._dynamo.utils import counters
 
     counters.clear()
