@@ -51,16 +51,19 @@ def evaluate(model: torch.nn.Module, data, autocast) -> dict[str, float]:
 
 
 @torch.compiler.set_stance("force_eager")
-def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """‖∂E/∂x_l‖ at every residual unit's input for one batch (Eq. 5: the identity term carries ∂E/∂x_L to every
-    unit); weights, BN statistics and RNGs stay unchanged."""
+def _at_units(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, outputs: bool):
+    """For one batch: each residual unit's input x_l (its output x_{l+1} with ``outputs``) and ∂E/∂ of it (None where
+    none reaches it); weights, BN statistics and RNGs stay unchanged."""
     units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
-    inputs: list[torch.Tensor] = []
-    hooks = [u.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for u in units]
+    seen: list[torch.Tensor] = []
+    if outputs:
+        hooks = [u.register_forward_hook(lambda m, a, out: seen.append(out)) for u in units]
+    else:
+        hooks = [u.register_forward_pre_hook(lambda m, a: seen.append(a[0])) for u in units]
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     rng = rng_states(x.device)
     try:
-        grads = torch.autograd.grad(F.cross_entropy(model(x), y), inputs)
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), seen, allow_unused=True)
     finally:
         for h in hooks:
             h.remove()
@@ -68,24 +71,20 @@ def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> l
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
         set_rng_states(rng, x.device)
+    return seen, grads
+
+
+def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """‖∂E/∂x_l‖ at every residual unit's input for one batch (Eq. 5: the identity term carries ∂E/∂x_L to every
+    unit); weights, BN statistics and RNGs stay unchanged."""
+    _, grads = _at_units(model, x, y, outputs=False)
     return [g.float().norm().item() for g in grads]
 
 
 def signal(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
     """Signal propagation (Sec. 3, Eqs. 4–5): for one batch, the root-mean-square of each residual unit's output
-    x_{l+1} on the way forward, and the norm of ∂E/∂x_{l+1} reaching it on the way back. The model is left as it
-    was (weights; BN statistics, which a training-mode forward moves, restored)."""
-    units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
-    outputs: list[torch.Tensor] = []
-    hooks = [u.register_forward_hook(lambda m, a, out: outputs.append(out)) for u in units]
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
-    try:
-        grads = torch.autograd.grad(F.cross_entropy(model(x), y), outputs, allow_unused=True)
-    finally:
-        for h in hooks:
-            h.remove()
-        with torch.no_grad():
-            for k, v in model.named_buffers():
-                v.copy_(buffers[k])
+    x_{l+1} on the way forward, and the norm of ∂E/∂x_{l+1} reaching it on the way back; weights, BN statistics
+    and RNGs stay unchanged."""
+    outputs, grads = _at_units(model, x, y, outputs=True)
     forward = [o.detach().float().pow(2).mean().sqrt().item() for o in outputs]
     return forward, [0.0 if g is None else g.float().norm().item() for g in grads]

@@ -106,7 +106,11 @@ def plot(
 ) -> list[Path]:
     """Draw figure ``name`` from the store at ``root`` (its ``records``, unless already read: ``runs``) into ``out``
     as PNG and PDF; returns the files."""
-    fig = figure(name, root, filters, runs)
+    return _save(figure(name, root, filters, runs), out, name)
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    """``fig`` as ``out/name.png`` and ``.pdf``, closed; the files."""
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
     for f in files:
@@ -193,8 +197,8 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
     fig, (fwd, bwd) = plt.subplots(1, 2, figsize=(12, 4.6))
     cycle = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
     names = [spec.label(v, with_column=False) if spec else None for v in values]
-    if spec and len({spec.label(v, with_column=True) for v in values}) > len(set(names)):  # columns too
-        names = [spec.label(v, with_column=True) for v in values]
+    full = [spec.label(v, with_column=True) if spec else None for v in values]
+    names = full if len(set(full)) > len(set(names)) else names  # name the columns too where rows repeat
     for i, (cell, value) in enumerate(zip(cells, values)):
         label = names[i] or " ".join(f"{k}={value[k]}" for k in varying) or "as composed"
         cfg = compose(cell)
@@ -217,9 +221,4 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
     fwd.legend(loc="upper center", bbox_to_anchor=(1.1, -0.14), ncol=2, fontsize=7, frameon=False)
     where = " ".join([*([preset] if preset else []), *rest])
     fig.suptitle(literal(f"signal at initialisation ({where}): one batch of {batch} Gaussian images"), fontsize=9)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / f"signal.{ext}" for ext in ("png", "pdf")]
-    for f in files:
-        fig.savefig(f, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return files
+    return _save(fig, out, "signal")
