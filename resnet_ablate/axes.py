@@ -27,7 +27,15 @@ class Axis:
     shown: bool = False  # a column of `resnet-ablate status`
     kinds: tuple[str, ...] | None = None  # a shortcut parameter: the kinds that read it
     added: bool = False  # added after stores existed: at its default, out of the run key (``schema.axis``)
-    default: Any = None  # the schema's default, as plain data (an enum as its value)
+    default: Any = None  # what a record without it holds (``was=``, else the schema's default), as plain data
+    when: tuple[str, str] | None = None  # (path, value): read only where that setting has that value
+    initial: Any = None  # the schema's default, as plain data
+
+    def applies(self, config: dict) -> bool:
+        """Whether a run's plain config reads this axis (a shortcut parameter of its kind; a ``when`` that holds)."""
+        if self.kinds is not None and lookup(config, "shortcut.kind") not in self.kinds:
+            return False
+        return self.when is None or lookup(config, self.when[0]) == self.when[1]
 
     def fits(self, value: Any) -> bool:
         """Whether ``value`` (from a record's JSON) is of this axis's type: finite, the right kind of number."""
@@ -36,9 +44,9 @@ class Axis:
     def value(self, config: dict) -> Any:
         """This axis's value in a run's plain config (lists as tuples); None for a shortcut parameter that the
         run's kind does not read."""
-        if self.kinds is not None and lookup(config, "shortcut.kind") not in self.kinds:
+        if not self.applies(config):
             return None
-        v = lookup(config, self.path)
+        v = renamed(self.path, lookup(config, self.path))
         if v is None and self.added:  # a record from before the axis, or keyed at its default: the default
             v = self.default
         return tuple(v) if isinstance(v, list) else v
@@ -95,12 +103,23 @@ def _axes() -> tuple[tuple[Axis, ...], tuple[str, ...]]:
             kinds = tuple(k for k, params in PARAMETERS.items() if leaf in params)
         column, recipe, shown = about.get("column", leaf), about.get("recipe", True), about.get("shown", False)
         added = about.get("added", False)
-        axes.append(Axis(path, column, tp, recipe, shown, kinds, added, default if added else None))
+        was = about.get("was", default) if added else None
+        axes.append(Axis(path, column, tp, recipe, shown, kinds, added, was, about.get("when"), default))
     columns = [a.column for a in axes]
     clash = {c for c in columns if columns.count(c) > 1}
     if clash:
         raise TypeError(f"schema fields share the record columns {sorted(clash)}: give one a column=… in axis()")
     return tuple(axes), tuple(unkeyed)
+
+
+# Values renamed after stores existed: a record's old spelling, read as the new one (``config.key_fields`` keys a
+# net the old value built alike under the old spelling; ``record.read`` refuses one it built otherwise).
+RENAMED = {"init": {"zero_last_bn": "zero_last"}}
+
+
+def renamed(path: str, value: Any) -> Any:
+    """``value`` of the setting at ``path`` under its current name (``RENAMED``)."""
+    return RENAMED[path].get(value, value) if path in RENAMED else value
 
 
 AXES, UNKEYED = _axes()  # the settings that key a run; those that do not (paths, devices, trackers)
@@ -124,9 +143,9 @@ def problems(config: Any) -> list[str]:
         return [f"config is a {type(config).__name__}, not a mapping"]
     out = []
     for a in AXES:
-        v = lookup(config, a.path)
-        if v is None and a.added:
-            continue  # keyed at its default, or recorded before the axis existed
+        v = renamed(a.path, lookup(config, a.path))
+        if (v is None and a.added) or (a.when is not None and not a.applies(config)):
+            continue  # keyed at its default, recorded before the axis existed, or not read by this config
         if not a.fits(v):
             out.append(f"{a.path} is {v!r:.40}, not {_name(a.type)}")
     return out

@@ -60,9 +60,12 @@ def describe(
     """Architecture summary: parameters, multiply-adds, weight layers, units per stage, the unit's op order."""
     from .models import describe as summary
     from .report.render import architecture
+    from .validate import check_architecture, check_values
 
     cfg = compose_or_fail(overrides or [])
     try:
+        check_values(cfg)
+        check_architecture(cfg)  # a composition that cannot learn is refused here too
         info = summary(cfg)
     except ValueError as e:
         fail(str(e))

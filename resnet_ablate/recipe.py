@@ -82,9 +82,9 @@ def gradient_flow(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> l
 
 
 def signal(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Signal propagation (Sec. 3, Eqs. 4–5): for one batch, the root-mean-square of each residual unit's output
-    x_{l+1} on the way forward, and the norm of ∂E/∂x_{l+1} reaching it on the way back; weights, BN statistics
-    and RNGs stay unchanged."""
+    """Signal propagation (Sec. 2, Eqs. 4–5): for one batch, the root-mean-square of each residual unit's output
+    x_{l+1} on the way forward and of ∂E/∂x_{l+1} on the way back (per element both ways, so units of any width
+    and batches of any size compare); weights, BN statistics and RNGs stay unchanged."""
     outputs, grads = _at_units(model, x, y, outputs=True)
     forward = [o.detach().float().pow(2).mean().sqrt().item() for o in outputs]
-    return forward, [0.0 if g is None else g.float().norm().item() for g in grads]
+    return forward, [0.0 if g is None else g.float().pow(2).mean().sqrt().item() for g in grads]

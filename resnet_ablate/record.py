@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from . import axes
 from .config import conf_dir
 from .files import read_bytes
+from .models.units import zeroes_a_norm
 from .status import Status
 
 RESULT_LIMIT = 1 << 20  # bytes: a result.json is a few kB
@@ -156,6 +157,14 @@ def budget_of(config: dict) -> str:
     return next((name for name, s in budgets().items() if all(train.get(k) == v for k, v in s.items())), "custom")
 
 
+def _zeroed_a_norm(config: dict) -> bool:
+    """Whether the old ``init=zero_last_bn`` built this net as ``init=zero_last`` does (its BN ended the branch)."""
+    try:
+        return zeroes_a_norm(axes.lookup(config, "unit.branch"), config.get("norm") or "batch")
+    except (TypeError, ValueError):
+        return False
+
+
 def read(directory: Path) -> Record:
     """The record of the run in ``directory``; ``NotARun`` when the entry is not a run that ended, with why.
     ``FileNotFoundError`` when it has no result.json (a run not ended yet)."""
@@ -185,6 +194,8 @@ def read(directory: Path) -> Record:
     wrong = axes.problems(result.get("config"))
     if wrong:
         raise NotARun(f"result.json's config: {wrong[0]}")
+    if axes.lookup(result["config"], "init") == "zero_last_bn" and not _zeroed_a_norm(result["config"]):
+        raise NotARun("init=zero_last_bn here zeroed a BN that a ReLU follows: a net that could not learn; retrain it")
     if result.get("key") != directory.name or key_of(result["config"]) != directory.name:
         raise NotARun("its name is not the run key of its config (a copy or a renamed run)")
     return Record(directory, result)

@@ -15,7 +15,11 @@ def axis(default: Any = None, *, factory: Any = None, **about: Any) -> Any:
     field's name), ``keyed=False`` (does not change a result: not in the run key), ``recipe=False`` (not part of
     what makes a run the paper's: the seed, the precision, …), ``shown=True`` (a column of ``status``),
     ``added=True`` (an axis added after stores existed: at its default it is left out of the run key, and a record
-    without it holds the default, so the runs already in a store keep their keys)."""
+    without it holds the default, so the runs already in a store keep their keys), ``was=`` (for an added axis whose
+    default is not what runs had before it: the value a record without it holds, out of the key only at that
+    value), ``when=(path, value)`` (read only where another setting has that value: elsewhere out of the key, and
+    refused away from its default). Bounds, checked for every cell before anything runs (``validate.py``): ``low``
+    / ``high`` (inclusive), ``above`` / ``below`` (exclusive); every float must also be finite."""
     if factory is not None:
         return field(default_factory=factory, metadata={"axis": about})
     return field(default=default, metadata={"axis": about})
@@ -51,20 +55,23 @@ class Normalize(str, Enum):
 
 class Norm(str, Enum):
     batch = "batch"  # BatchNorm, the paper's
-    group = "group"  # GroupNorm (Wu & He 2018), 32 groups or fewer where a layer is narrower
+    group = "group"  # GroupNorm (Wu & He 2018), with ``groups`` groups per layer
     none = "none"  # no normalisation (SkipInit, Fixup)
 
 
 class Act(str, Enum):
     relu = "relu"  # the paper's
-    elu = "elu"  # Shah et al. 2016
+    elu = "elu"  # ELU (Clevert et al. 2016) wherever the placement has a ReLU
     gelu = "gelu"
     silu = "silu"
 
 
 class Init(str, Enum):
     he = "he"  # the paper's: He et al. 2015's normal init of every conv, BN's γ = 1
-    zero_last_bn = "zero_last_bn"  # each branch's last BN γ = 0: F(x) = 0 at the start (Goyal et al. 2017)
+    # F(x) = 0 at the start, the branch still trainable: its last norm's γ = 0 where a norm ends it (Goyal et al.
+    # 2017's zero-γ), else its last conv = 0 (timm's zero_init_last); ``zero_last_bn``, its old name, still reads
+    zero_last = "zero_last"
+    zero_last_bn = "zero_last"
     fixup = "fixup"  # no normalisation: branches start at 0, scaled by depth, scalar biases (Zhang et al. 2019)
 
 
@@ -91,7 +98,8 @@ class ModelConfig:
     shortcut_option: ShortcutOption = ShortcutOption.A
     projection_bn: Optional[bool] = None  # None: BN after projections in post-activation nets only [inference]
     stride_on: str = "first_1x1"  # bottleneck stride: first_1x1 (authors' code) | 3x3
-    drop_path: float = axis(0.0, added=True)  # stochastic depth: the last unit's drop rate p_L (Huang et al. 2016)
+    # stochastic depth: the last unit's *drop* rate (Huang et al.'s p_L is its survival probability: ours is 1 − theirs)
+    drop_path: float = axis(0.0, added=True, low=0, below=1)
 
 
 @dataclass
@@ -104,23 +112,23 @@ class UnitConfig:
 @dataclass
 class ShortcutConfig:
     kind: str = axis("identity", column="shortcut", shown=True)  # a name in models/shortcuts.py's registry
-    scale: float = 1.0  # λ on the shortcut (scaling)
-    scale_residual: float = 1.0  # scale on F (scaling)
+    scale: float = axis(1.0, low=0)  # λ on the shortcut (scaling)
+    scale_residual: float = axis(1.0, low=0)  # scale on F (scaling)
     gate_bias: float = 0.0  # b_g (gating)
-    p: float = 0.5  # drop ratio (dropout)
+    p: float = axis(0.5, low=0, below=1)  # drop ratio (dropout)
     inverted: bool = False  # dropout: PyTorch's inverted scaling instead of the paper's expectation
-    eps: float = axis(1e-6, added=True)  # layerscale: α's start (Touvron et al. 2021: 1e-6 past depth 24)
+    eps: float = axis(1e-6, added=True, above=0)  # layerscale: α's start (Touvron et al. 2021: 1e-6 past depth 24)
 
 
 @dataclass
 class DataConfig:
     name: Dataset = axis(Dataset.cifar10, column="data", shown=True)
-    num_classes: int = 10
+    num_classes: int = axis(10, low=1)
     root: Optional[str] = axis(None, keyed=False)  # None: $RESNET_ABLATE_DATA, else ~/.local/share/resnet-ablate
     normalize: Normalize = Normalize.channel
     download: bool = axis(True, keyed=False)
-    synthetic_train: int = axis(1024, recipe=False)  # image counts of the synthetic dataset
-    synthetic_test: int = axis(512, recipe=False)
+    synthetic_train: int = axis(1024, recipe=False, low=1)  # image counts of the synthetic dataset
+    synthetic_test: int = axis(512, recipe=False, low=1)
     image_size: int = 224  # ImageNet: train crop
     scale: list[int] = axis(factory=lambda: [256, 480], column="scale_range")  # ImageNet: shorter side range
     test_size: int = 224  # ImageNet: single centre crop at test (paper: 320 too)
@@ -130,24 +138,26 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     budget: str = axis("paper", keyed=False)  # a label: a record's budget is derived from what ran
-    iterations: int = axis(64000, shown=True)
+    iterations: int = axis(64000, shown=True, low=1)
     milestones: list[int] = field(default_factory=lambda: [32000, 48000])
-    warmup_iterations: int = 400
-    warmup_lr: float = 0.01
-    lr: float = 0.1
-    lr_decay: float = 0.1
-    momentum: float = 0.9
+    warmup_iterations: int = axis(400, low=0)
+    warmup_lr: float = axis(0.01, low=0)
+    lr: float = axis(0.1, low=0)
+    lr_decay: float = axis(0.1, low=0)
+    momentum: float = axis(0.9, low=0, below=1)
     nesterov: bool = False
-    weight_decay: float = 1e-4
-    batch_size: int = axis(128, column="batch")
-    eval_every: int = axis(1000, recipe=False)
-    checkpoint_every: int = axis(4000, keyed=False)
+    weight_decay: float = axis(1e-4, low=0)
+    batch_size: int = axis(128, column="batch", low=1)
+    eval_every: int = axis(1000, recipe=False, low=1)
+    checkpoint_every: int = axis(4000, keyed=False, low=1)
     precision: Precision = axis(Precision.auto, recipe=False)  # auto: bf16 autocast on CUDA, fp32 on the CPU
     channels_last: bool = axis(True, recipe=False)
     compile: Compile = axis(Compile.graph, keyed=False)
     device: str = axis("auto", keyed=False)  # auto | cuda | cpu
     deterministic: bool = axis(False, recipe=False)
-    gpus: int = axis(1, recipe=False)  # processes (GPUs) for one run: DDP, the batch split between them
+    gpus: int = axis(
+        1, recipe=False, low=1, high=1024
+    )  # processes (GPUs) for one run: DDP, the batch split between them
     sync_bn: bool = axis(False, recipe=False)  # synchronise BatchNorm across them (the paper did not)
     grad_flow: bool = axis(True, keyed=False)  # per-unit gradient norms at each evaluation (gradient-flow figure)
 
@@ -167,11 +177,13 @@ class StoreConfig:
 @dataclass
 class LauncherConfig:
     name: str = "local"
-    jobs_per_gpu: int = 1
+    jobs_per_gpu: int = axis(1, low=1, high=64)
     gpus: Optional[str] = None  # comma list; None: CUDA_VISIBLE_DEVICES or all visible GPUs
     fail_fast: bool = False
     mps: bool = True  # local launcher, jobs_per_gpu > 1: a private NVIDIA MPS daemon so a GPU's workers overlap
-    seeds_together: int = 1  # up to this many seeds of a cell per worker, stacked into one network (torch.func)
+    seeds_together: int = axis(
+        1, low=1, high=64
+    )  # up to this many seeds of a cell per worker, stacked into one network (torch.func)
     seeds: Optional[list[int]] = None  # set by the grid sweeper: the seeds one worker trains together
     pack: Optional[list[str]] = None  # set by the grid sweeper: the workers one cluster job runs together
 
@@ -192,7 +204,7 @@ class WandbConfig:
 class MlflowConfig:
     tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else MLflow's local default
     experiment: Optional[str] = None  # None: the sweep's preset, else "resnet-ablate"
-    timeout: int = 10  # seconds an MLflow request may take before the tracker is dropped
+    timeout: int = axis(10, low=1)  # seconds an MLflow request may take before the tracker is dropped
 
 
 @dataclass
@@ -218,7 +230,10 @@ class Config:
     store: StoreConfig = axis(factory=StoreConfig, keyed=False)
     launcher: LauncherConfig = axis(factory=LauncherConfig, keyed=False)
     logger: LoggerConfig = axis(factory=LoggerConfig, keyed=False)
-    seed: int = axis(0, recipe=False, shown=True)
+    seed: int = axis(0, recipe=False, shown=True, low=0, below=2**31)  # seeds feed torch generators
     norm: Norm = axis(Norm.batch, added=True)  # what a placement's "bn" is (models/units.py)
+    # norm=group: groups per layer; must divide every width it normalises. 8 on CIFAR (docs/paper.md); runs from
+    # before this setting used gcd(32, C) groups and read as 0
+    groups: int = axis(8, added=True, was=0, when=("norm", "group"), low=1)
     act: Act = axis(Act.relu, added=True)  # what a placement's "relu" is
     init: Init = axis(Init.he, added=True)  # how the weights start (models/resnet.py)

@@ -1,8 +1,9 @@
 """What a cell's record says: the status words, and the paper's fail rule (Table 1's caption: "fail" is a test
-error above 20%; a run that diverged fails too)."""
+error above 20% after the paper's schedule; a run that diverged fails too)."""
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 FAIL_THRESHOLD = 0.20  # test error, as a fraction
@@ -26,12 +27,13 @@ class Status(str, Enum):
 
 
 def outcome(result: dict) -> float | None:
-    """The test error (%) a paper table counts for one run: a diverged run counts as 100%, a failed one not at all."""
-    status = result.get("status")
+    """The test error (%) a paper table counts for one run: a done run's; a diverged run's last recorded error, or
+    infinity where it has none (it ranks last and is never shown as a number); a failed one not at all."""
+    status, error = result.get("status"), result.get("test_error")
     if status == Status.diverged:
-        return 100.0
-    if status == Status.done and result.get("test_error") is not None:
-        return 100 * result["test_error"]
+        return math.inf if error is None else 100 * error
+    if status == Status.done and error is not None:
+        return 100 * error
     return None
 
 

@@ -25,6 +25,7 @@ from . import __version__, checkpoint, distributed, store
 from .config import key_fields
 from .data import for_seed, make_data
 from .files import WriteError
+from .models import zeroed
 from .progress import print_evaluation
 from .recipe import evaluate, gradient_flow, lr_at
 from .stack import seed_state, stacked_state
@@ -252,6 +253,7 @@ class Training:
             "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "git_commit": _git_commit(),
             "config": key_fields(r.cfg),
+            "zeroed": zeroed(r.cfg.unit, r.cfg.norm, r.cfg.init),  # what the init set to 0 at the start
             "data": r.data.identity,  # the fingerprints of the images it trained and tested on
             **({"trackers": r.trackers.errors} if r.trackers.errors else {}),
         }

@@ -4,40 +4,23 @@ each shortcut kind's own parameters, the device, the data, and an architecture t
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import fields
+import typing
+from dataclasses import fields, is_dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from . import schema
+from .axes import AXES, lookup
 from .data import data_root
 from .models import architecture
-from .schema import Dataset, ShortcutConfig
+from .models.liveness import refusal
+from .schema import Config, Dataset, ShortcutConfig
 from .trackers import check_installed
 
-# (setting, lowest valid value): integers and floats the schema types but does not bound.
-AT_LEAST = {
-    "seed": 0,
-    "train.iterations": 1,
-    "train.batch_size": 1,
-    "train.eval_every": 1,
-    "train.checkpoint_every": 1,
-    "train.warmup_iterations": 0,
-    "train.gpus": 1,
-    "train.lr": 0.0,
-    "train.warmup_lr": 0.0,
-    "train.lr_decay": 0.0,
-    "train.momentum": 0.0,
-    "train.weight_decay": 0.0,
-    "data.num_classes": 1,
-    "data.synthetic_train": 1,
-    "data.synthetic_test": 1,
-    "launcher.jobs_per_gpu": 1,
-    "launcher.seeds_together": 1,
-}
-AT_MOST = {"launcher.jobs_per_gpu": 64, "launcher.seeds_together": 64, "train.gpus": 1024}
 NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")  # names shown in tables, plots and file names: no markup, no math
-SEED_LIMIT = 2**31  # seeds feed torch generators, times a constant for the data order
 
 
 def _get(cfg: DictConfig, key: str):
@@ -47,21 +30,49 @@ def _get(cfg: DictConfig, key: str):
     return node
 
 
+def _bounds(cls: type = Config, prefix: str = ""):
+    """(path, type, what ``schema.axis`` says) of every setting of the schema, sections included."""
+    hints = typing.get_type_hints(cls, vars(schema))
+    for f in fields(cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            yield from _bounds(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp, f.metadata.get("axis", {})
+
+
+RANGE = ("low", "high", "above", "below")
+BOUNDS = [(path, tp, about) for path, tp, about in _bounds() if tp in (int, float) or set(about) & set(RANGE)]
+
+
+def _range(about: dict) -> str:
+    """``>= 1``, ``> 0`` or ``in [0, 1)``: what a field's declared bounds allow."""
+    low = ("[", about["low"]) if "low" in about else ("(", about["above"]) if "above" in about else None
+    high = (about["high"], "]") if "high" in about else (about["below"], ")") if "below" in about else None
+    if low and high:
+        return f"in {low[0]}{low[1]}, {high[0]}{high[1]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]}"
+    return f"{'<=' if high[1] == ']' else '<'} {high[0]}"
+
+
 def check_values(cfg: DictConfig) -> None:
-    for key, low in AT_LEAST.items():
-        value = _get(cfg, key)
-        if value < low:
-            raise ValueError(f"{key}={value} is out of range; it must be >= {low}")
-    for key, high in AT_MOST.items():
-        if _get(cfg, key) > high:
-            raise ValueError(f"{key}={_get(cfg, key)} is out of range; it must be <= {high}")
+    """Every setting within the bounds its schema field declares; every float finite (a value that is not would
+    train to nothing, or to a record no reader accepts)."""
+    for path, tp, about in BOUNDS:
+        value = OmegaConf.select(cfg, path)
+        if value is None:
+            continue
+        if tp is float and not math.isfinite(value):
+            raise ValueError(f"{path}={value} is not a finite number")
+        ok = {"low": value >= about.get("low", value), "high": value <= about.get("high", value)}
+        ok.update(above=value > about["above"] if "above" in about else True)
+        ok.update(below=value < about["below"] if "below" in about else True)
+        if not all(ok.values()):
+            raise ValueError(f"{path}={value} is out of range; it must be {_range(about)}")
     for key in ("model.name", "unit.name"):
         if not NAME.fullmatch(str(_get(cfg, key))):
             raise ValueError(f"{key}={_get(cfg, key)!r} is not a name: use letters, digits and _ . + - (at most 64)")
-    if cfg.seed >= SEED_LIMIT:
-        raise ValueError(f"seed={cfg.seed} is out of range; it must be below {SEED_LIMIT}")
-    if cfg.train.momentum >= 1:
-        raise ValueError(f"train.momentum={cfg.train.momentum} is out of range; it must be in [0, 1)")
     milestones = list(cfg.train.milestones)
     if milestones != sorted(milestones) or any(m < 0 for m in milestones):
         raise ValueError(f"train.milestones={milestones} must be non-negative iterations in increasing order")
@@ -71,9 +82,14 @@ def check_values(cfg: DictConfig) -> None:
             f"train.batch_size={cfg.train.batch_size} exceeds the {cfg.data.synthetic_train} training images "
             "(data.synthetic_train)"
         )
+    seed = next(about for path, _, about in BOUNDS if path == "seed")
     for s in cfg.launcher.seeds or []:
-        if not 0 <= s < SEED_LIMIT:
-            raise ValueError(f"launcher.seeds holds {s}; seeds must be in [0, {SEED_LIMIT})")
+        if not seed["low"] <= s < seed["below"]:
+            raise ValueError(f"launcher.seeds holds {s}; seeds must be {_range(seed)}")
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for a in AXES:
+        if a.when is not None and not a.applies(plain) and lookup(plain, a.path) != a.initial:
+            raise ValueError(f"{a.path} applies only with {a.when[0]}={a.when[1]}; leave it at {a.initial}")
 
 
 def check_schedule(t: DictConfig) -> None:
@@ -142,23 +158,27 @@ def check_data(cfg: DictConfig) -> None:
 
 
 def check_architecture(cfg: DictConfig) -> None:
-    """Build the network on the meta device (no memory, no time)."""
+    """Build the network on the meta device (no memory, no time), then its smallest version on the CPU for a few
+    SGD steps: a composition that cannot learn is refused (``models/liveness.py``)."""
     from .models import build_model
 
     with torch.device("meta"):
         build_model(cfg)
+    why = refusal(cfg)
+    if why:
+        raise ValueError(why)
 
 
 def check_cells(cfgs, data: bool = True) -> None:
     """Every check, for each config (each distinct architecture built once); the data's only when ``data``."""
     built = set()
     for cfg in cfgs:
+        check_shortcut(cfg.shortcut)  # first: a parameter its kind does not read is that, whatever its value
         check_values(cfg)
         check_installed(cfg)
         check_device(cfg)
         if data:
             check_data(cfg)
-        check_shortcut(cfg.shortcut)
         arch = architecture(cfg)
         if arch not in built:
             built.add(arch)

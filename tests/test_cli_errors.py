@@ -10,7 +10,7 @@ BAD = [
     (["describe", "model=resnet111"], "unknown model 'resnet111'", "resnet110"),
     (["describe", "shortcut=bogus"], "unknown shortcut 'bogus'", "exclusive_gating"),
     (["describe", "shortcut.kind=bogus"], "unknown shortcut 'bogus'", "dropout"),
-    (["describe", "shortcut=dropout", "shortcut.p=-0.1"], "shortcut.p must be in [0, 1)", "-0.1"),
+    (["describe", "shortcut=dropout", "shortcut.p=-0.1"], "shortcut.p=-0.1 is out of range", "it must be in [0, 1)"),
     (["describe", "unit=preact"], "unknown unit 'preact'", "full_preact"),
     (["describe", "unit.branch=[bn,relu,bn]"], "exactly 2 'conv'", "got 0"),
     (["describe", "unit.branch=[conv,tanh,conv]"], "unknown op 'tanh'", "conv, bn, relu"),

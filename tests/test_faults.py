@@ -137,7 +137,7 @@ def test_a_checkpoint_of_another_cell_is_refused(cfg, tmp_path):
         ("train.milestones=[20,10]", "in increasing order"),
         ("shortcut.p=1.5", "shortcut.p does not apply to shortcut=identity (its parameters: none)"),
         ("shortcut=scaling shortcut.gate_bias=-6", "shortcut.gate_bias does not apply to shortcut=scaling"),
-        ("shortcut=dropout shortcut.p=1.5", "shortcut.p must be in [0, 1)"),
+        ("shortcut=dropout shortcut.p=1.5", "shortcut.p=1.5 is out of range; it must be in [0, 1)"),
         ("launcher.seeds=[0,-2]", "launcher.seeds holds -2"),
     ],
 )

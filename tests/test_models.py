@@ -33,9 +33,10 @@ PARAMS = [
     (["model=resnet110", "norm=none"], 1_727_962 - 2 * (16 + 18 * 2 * (16 + 32 + 64))),  # no BN's γ, β
     (["model=resnet110", "norm=group"], 1_727_962),  # GroupNorm's γ, β: as BN's
     (["model=resnet110", "shortcut=rezero", "norm=none"], 1_727_962 - 8_096 + 54),  # SkipInit's row
-    # Fixup: no BN; scalar biases before the stem's conv and ReLU (2), each unit's two convs and two ReLUs (4 × 54)
-    # and the classifier (1); a multiplier per branch (54)
-    (["model=resnet110", "norm=none", "init=fixup"], 1_727_962 - 8_096 + 2 + 4 * 54 + 1 + 54),
+    # Fixup as the authors' code builds it (fixup_resnet110: 1,720,138): no BN; scalar biases before the stem's ReLU
+    # (1), each unit's two convs, its ReLU and after its multiplier (4 × 54) and before the classifier (1); a
+    # multiplier per branch (54)
+    (["model=resnet110", "norm=none", "init=fixup"], 1_727_962 - 8_096 + 1 + 4 * 54 + 1 + 54),
 ]
 
 
@@ -58,7 +59,7 @@ def test_norm_and_act_reach_every_place_the_placement_puts_a_bn_or_a_relu(cfg, m
     bare = build_model(cfg(model, "model.depth=20", "norm=none", "act=silu"))
     assert _count(bare, nn.BatchNorm2d) == _count(bare, nn.GroupNorm) == 0 and _count(bare, nn.SiLU) == relus
     widths = {m.num_channels: m.num_groups for m in group.modules() if isinstance(m, nn.GroupNorm)}
-    assert all(g == min(32, c) for c, g in widths.items())  # 32 groups, one per channel in narrower layers
+    assert set(widths.values()) == {8}  # groups=8 everywhere: never one channel per group (InstanceNorm)
 
 
 class NoBranch(nn.Module):
@@ -94,24 +95,44 @@ def test_a_learnt_branch_scale_at_initialisation_is_the_net_without_its_branches
         assert torch.allclose(full, removed, rtol=0, atol=1e-20)  # α = ε per channel
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [["unit=original"], ["unit=full_preact"], ["model=resnet164", "model.depth=20"], ["norm=group", "act=elu"]],
-)
-def test_zero_last_bn_starts_every_branch_at_zero(cfg, overrides):
-    net = build_model(cfg("model=resnet110", "model.depth=20", "init=zero_last_bn", *overrides))
+ZEROED = [  # (overrides, the layer init=zero_last zeroes): a norm's γ where it ends the branch, else the last conv
+    (["unit=original"], "norm"),
+    (["unit=relu_only_preact"], "norm"),
+    (["unit=full_preact"], "conv"),
+    (["unit=bn_after_add"], "conv"),
+    (["model=resnet164", "model.depth=20"], "norm"),
+    (["model=resnet164", "model.depth=20", "unit=full_preact"], "conv"),
+    (["norm=group", "act=elu"], "norm"),
+    (["norm=none"], "conv"),
+    (["unit=relu_before_add", "act=elu"], "norm"),
+]
+
+
+@pytest.mark.parametrize("overrides,layer", ZEROED, ids=[" ".join(o) for o, _ in ZEROED])
+def test_zero_last_starts_every_branch_at_zero_and_every_branch_learns(cfg, overrides, layer):
+    from resnet_ablate.models.liveness import dead_parameters
+
+    c = cfg("model=resnet110", "model.depth=20", "init=zero_last", *overrides)
+    net = build_model(c)
+    for unit in (m for m in net.modules() if isinstance(m, ResidualUnit)):
+        last = [m for m in unit.branch.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm))][-1]
+        assert not last.weight.any() and isinstance(last, nn.Conv2d) == (layer == "conv")
+    assert describe(c)["zeroed"] == f"each branch's last {layer}" + (" γ" if layer == "norm" else "")
     full, removed = _with_and_without_branches(net)
     assert torch.equal(full, removed)
+    assert dead_parameters(c) == []  # in Table 2's full_preact the old zeroed BN fed a ReLU: 0 of 48 tensors moved
 
 
-def test_zero_last_bn_without_a_normalisation_is_refused_in_one_line():
-    from typer.testing import CliRunner
+def test_zero_last_keeps_the_run_keys_of_the_nets_zero_last_bn_built_and_reads_its_records(cfg):
+    from resnet_ablate import store
+    from resnet_ablate.axes import columns
+    from resnet_ablate.config import key_fields
 
-    from resnet_ablate.cli import app
-
-    result = CliRunner().invoke(app, ["describe", "init=zero_last_bn", "norm=none"])
-    assert result.exit_code == 2 and "init=zero_last_bn needs a BN in every branch" in result.output
-    assert "norm=batch or norm=group" in result.output and len(result.output.strip().splitlines()) == 1
+    old = cfg("model=resnet110", "init=zero_last_bn")  # the old spelling still composes
+    assert store.run_key(old) == store.run_key(cfg("model=resnet110", "init=zero_last")) == "34964657b8b4"
+    assert columns(key_fields(old))["init"] == "zero_last"
+    preact = cfg("model=resnet110", "unit=full_preact", "init=zero_last")
+    assert key_fields(preact)["init"] == "zero_last"  # a net the old value built otherwise: a key of its own
 
 
 def test_fixup_starts_every_branch_and_the_classifier_at_zero(cfg):
@@ -144,17 +165,26 @@ def test_fixup_scales_the_other_branch_layers_by_l_to_the_minus_1_over_2m_minus_
 
 
 @pytest.mark.parametrize("model", ["model=resnet110", "model=resnet164"])
-def test_fixup_puts_a_scalar_bias_before_each_conv_linear_and_activation_and_a_multiplier_in_each_branch(cfg, model):
+def test_fixup_places_its_scalars_where_the_authors_code_does(cfg, model):
+    """hongyi-zhang/Fixup's CIFAR net: x → conv → +b → relu; each unit +b1a → conv1 → +b1b → relu → +b2a → conv2 →
+    ×scale → +b2b, added to x (to avgpool-subsample(x + b1a), zero-padded, where the unit down-samples) → relu;
+    pool → +b → fc. Ours at any placement: the same rule."""
     from resnet_ablate.models.resnet import Bias, Multiplier
 
     net = build_model(cfg(model, "model.depth=20", "norm=none", "init=fixup"))
-    for seq in (m for m in net.modules() if isinstance(m, nn.Sequential)):
-        for before, layer in zip([None, *seq], seq):
-            if isinstance(layer, (nn.Conv2d, nn.Linear, nn.ReLU)):
-                assert isinstance(before, Bias), seq
-    assert _count(net, Bias) == _count(net, nn.Conv2d) + _count(net, nn.ReLU) + 1  # projections' convs too
+    assert isinstance(net.stem[0], nn.Conv2d)  # the image enters the stem conv without a bias
+    assert isinstance(net.fc[0], Bias) and isinstance(net.fc[1], nn.Linear)
     units = [u for u in net.modules() if isinstance(u, ResidualUnit)]
-    assert [isinstance(u.branch[-1], Multiplier) for u in units] == [True] * len(units)
+    for u in units:
+        assert [type(m) for m in u.branch[-2:]] == [Multiplier, Bias]  # the after-addition ReLU's bias, off x
+        layers = [*(u.split_act if isinstance(u.split_act, nn.Sequential) else []), *u.branch]
+        for before, layer in zip([None, *layers], layers):
+            if isinstance(layer, (nn.Conv2d, nn.ReLU)):
+                assert isinstance(before, Bias)
+        split = not isinstance(u.shortcut.path, nn.Identity)
+        assert isinstance(u.split_act, nn.Sequential) == split  # the shortcut that down-samples sees x + b too
+    per_unit = [_count(u.branch, nn.Conv2d) + _count(u.branch, nn.ReLU) + 1 for u in units]
+    assert _count(net, Bias) == 1 + sum(per_unit) + 1 and _count(net, Multiplier) == len(units)
 
 
 def test_fixup_with_a_normalisation_is_refused_in_one_line():
@@ -171,8 +201,10 @@ def test_drop_path_follows_the_linear_rule(cfg):
     net = build_model(cfg("model=resnet110", "model.depth=20", "model.drop_path=0.5"))
     drops = [u.drop.item() for u in net.modules() if isinstance(u, ResidualUnit)]
     assert drops == [pytest.approx(unit / 9 * 0.5) for unit in range(1, 10)]  # p_l = l / L · p_L, L = 9 units
-    with pytest.raises(ValueError, match=r"model.drop_path must be in \[0, 1\)"):
-        build_model(cfg("model=resnet110", "model.depth=20", "model.drop_path=1"))
+    from resnet_ablate.validate import check_values
+
+    with pytest.raises(ValueError, match=r"model.drop_path=1.0 is out of range; it must be in \[0, 1\)"):
+        check_values(cfg("model=resnet110", "model.depth=20", "model.drop_path=1"))
 
 
 def test_drop_path_drops_whole_branches_per_sample_and_keeps_the_expectation():

@@ -199,6 +199,21 @@ def test_the_data_fingerprint_is_the_content_and_the_official_test_set_is_known(
     assert fingerprint(x, y) != fingerprint(x, np.array([1, 2, 4])) and len(OFFICIAL) >= 1
 
 
+@pytest.mark.parametrize("split,known", [("train", "973ef2abb5897efc"), ("test", "2c33b053d1cd726a")])
+def test_the_official_cifar10_splits_are_known_by_content_whoever_wrote_the_batch_files(tmp_path, split, known):
+    """Derived from the official pixels (data.OFFICIAL's comment): a run on them gets its Δ whatever tool pickled
+    them (the files' bytes, and so torchvision's MD5s, differ)."""
+    from resnet_ablate.data import OFFICIAL, _official
+    from resnet_ablate.schema import Dataset
+
+    assert OFFICIAL[(Dataset.cifar10, split)] == known
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    for f in files:
+        (tmp_path / f).write_bytes(b"pickled by another tool")
+    assert _official(Dataset.cifar10, tmp_path, split, files, known)
+    assert not _official(Dataset.cifar10, tmp_path, split, files, "0" * 16)
+
+
 # a store that cannot be tricked
 
 

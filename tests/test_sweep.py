@@ -123,6 +123,7 @@ def test_dry_run_lists_cells_and_runs_nothing(tmp_path):
     proc = cli("sweep", "table2", *SMALL, "seed=range(2)", f"store.root={tmp_path}", "--dry-run", check=True)
     assert "20 cells: 20 pending" in proc.stdout and "hours to go at 20 effective TFLOP/s" in proc.stdout
     assert "no GPU here, so this CPU trains them" in proc.stdout  # the estimate is a GPU's: said on a CPU
+    assert "hours at 20 TFLOP/s" in proc.stdout and "(CPU)" not in proc.stdout  # the column says what it holds
     assert not list(tmp_path.glob("runs/*"))
 
 

@@ -13,24 +13,24 @@ import torch
 from torch import nn
 
 from ..schema import Block, Config
-from .resnet import CONVS_PER_UNIT, ResNet, build_resnet, units_per_stage
+from .resnet import CONVS_PER_UNIT, ResNet, build_resnet, units_per_stage, zeroed
 from .shortcuts import SHORTCUTS
 from .units import Layers, Placement, ResidualUnit
 
-__all__ = ["build_model", "describe", "ResNet", "ResidualUnit", "Placement", "SHORTCUTS"]
+__all__ = ["build_model", "describe", "zeroed", "ResNet", "ResidualUnit", "Placement", "SHORTCUTS"]
 
 
 def build_model(cfg: Config) -> ResNet:
     """The network of a composed config (``model``, ``unit``, ``shortcut``, ``data.num_classes``, ``norm``,
     ``act``, ``init``)."""
-    layers = Layers.of(cfg.norm, cfg.act)
+    layers = Layers.of(cfg.norm, cfg.act, cfg.groups)
     return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes, layers, cfg.init)
 
 
 def architecture(cfg: Config) -> str:
     """What decides a network's shape (its modules and their sizes) and whether it builds: cells equal in it build
     alike, whatever their shortcut parameters (λ, b_g, p are values, not shapes) or recipe."""
-    return str([cfg.model, cfg.unit, cfg.shortcut.kind, cfg.data.num_classes, cfg.norm, cfg.act, cfg.init])
+    return str([cfg.model, cfg.unit, cfg.shortcut.kind, cfg.data.num_classes, cfg.norm, cfg.groups, cfg.act, cfg.init])
 
 
 def count_macs(net: nn.Module, image_size: int) -> int:
@@ -70,6 +70,8 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
     def join(ops):
         return "-".join(ops) or "none"
 
+    per_group = {m.num_channels: m.num_channels // m.num_groups for m in net.modules() if isinstance(m, nn.GroupNorm)}
+
     return {
         "model": cfg.model.name,
         "unit": cfg.unit.name,
@@ -77,6 +79,8 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
         "norm": str(cfg.norm.value if hasattr(cfg.norm, "value") else cfg.norm),
         "act": str(cfg.act.value if hasattr(cfg.act, "value") else cfg.act),
         "init": str(cfg.init.value if hasattr(cfg.init, "value") else cfg.init),
+        "zeroed": zeroed(cfg.unit, cfg.norm, cfg.init) or "none",
+        **({"channels_per_group": ", ".join(f"{c}: {g}" for c, g in sorted(per_group.items()))} if per_group else {}),
         "drop_path": cfg.model.drop_path,
         "depth": cfg.model.depth,
         "weight_layers": stem_convs + branch_convs + 1,  # as the paper counts depth: stem, branches, classifier

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..schema import Block, Init, ModelConfig, ShortcutConfig, ShortcutOption, Stem, UnitConfig
 from .shortcuts import PadA, make_shortcut, projection
-from .units import ACTS, ConvSpec, Layers, Placement, ResidualUnit, build_ops
+from .units import ACTS, ConvSpec, Layers, Placement, ResidualUnit, build_ops, zeroes_a_norm
 
 CONVS_PER_UNIT = {Block.basic: 2, Block.bottleneck: 3, Block.single: 1}
 EXPANSION = {Block.basic: 1, Block.bottleneck: 4, Block.single: 1}
@@ -68,8 +68,6 @@ def build_resnet(
     if len(counts) != len(model.widths):
         raise ValueError(f"model.stages has {len(counts)} entries but model.widths has {len(model.widths)}")
     proj_bn = (not place.preact) if model.projection_bn is None else model.projection_bn
-    if not 0 <= model.drop_path < 1:
-        raise ValueError(f"model.drop_path must be in [0, 1) (the last unit's drop rate p_L), got {model.drop_path}")
     total, index = sum(counts), 0  # unit l of L drops its branch with p_l = l / L · p_L (Huang et al.'s linear rule)
 
     stem_ops = [] if place.preact else ["bn", "relu"]
@@ -114,24 +112,33 @@ def build_resnet(
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    if Init(init) is Init.zero_last_bn:
-        _zero_last_norm(net)
+    if Init(init) is Init.zero_last:
+        _zero_last(net)
     if Init(init) is Init.fixup:
         _fixup(net)
     return net
 
 
-def _zero_last_norm(net: ResNet) -> None:
-    """γ = 0 in each branch's last BN (or GroupNorm): with β = 0 and what follows it mapping 0 to 0 (an activation,
-    a conv without bias), every branch starts at F(x) = 0."""
+NORM_LAYERS = (nn.BatchNorm2d, nn.GroupNorm)
+
+
+def zeroed(unit: UnitConfig, norm: str, init: Init) -> str | None:
+    """What ``init`` sets to 0 at the start (``describe`` and the run's record say it)."""
+    if Init(init) is Init.zero_last:
+        return "each branch's last norm γ" if zeroes_a_norm(unit.branch, norm) else "each branch's last conv"
+    if Init(init) is Init.fixup:
+        return "each branch's last conv and the classifier"
+    return None
+
+
+def _zero_last(net: ResNet) -> None:
+    """Every branch starts at F(x) = 0 and stays trainable: the last of its convs and norms is zeroed, a norm's γ
+    (β is 0: Goyal et al. 2017's zero-γ, where a norm ends the branch) or a conv's weights (timm's zero_init_last,
+    where an activation and a conv follow the last norm). What follows maps 0 to 0; whether a gradient still
+    reaches the branch is ``liveness.py``'s to measure (a ReLU after the zeroed layer blocks it)."""
     for unit in (m for m in net.modules() if isinstance(m, ResidualUnit)):
-        norms = [m for m in unit.branch.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
-        if not norms:
-            raise ValueError(
-                "init=zero_last_bn needs a BN in every branch to zero and these branches have none: "
-                "use norm=batch or norm=group (with a placement that has bn), or init=he"
-            )
-        nn.init.zeros_(norms[-1].weight)
+        last = [m for m in unit.branch.modules() if isinstance(m, (nn.Conv2d, *NORM_LAYERS))][-1]
+        nn.init.zeros_(last.weight)
 
 
 class Bias(nn.Module):
@@ -157,12 +164,16 @@ class Multiplier(nn.Module):
 
 
 def _fixup(net: ResNet) -> None:
-    """Fixup (Zhang, Dauphin & Ma 2019, Sec. 3), its three steps as written: (1) the classifier and the last layer
-    of each branch start at 0; (2) the other branch layers keep He et al.'s init scaled by L^(−1/(2m−2)), for L
-    units of m layers; (3) a scalar multiplier (from 1) ends every branch and a scalar bias (from 0) comes before
-    each convolution, linear and activation layer, wherever the placement puts them. No normalisation."""
-    if any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in net.modules()):
-        raise ValueError("init=fixup trains without normalisation: add norm=none, or use init=he or init=zero_last_bn")
+    """Fixup (Zhang, Dauphin & Ma 2019, Sec. 3) as the authors' code builds it (hongyi-zhang/Fixup, CIFAR): (1) the
+    classifier and the last conv of each branch start at 0; (2) the branch's other convs keep He et al.'s init
+    scaled by L^(−1/(2m−2)), for L units of m convs; (3) a scalar multiplier (from 1) and a scalar bias (from 0)
+    before every conv, activation and the classifier. Where the authors' code places them: no bias before the stem
+    conv (its input is the image) and the stem conv keeps PyTorch's default init; a multiplier then a bias end each
+    branch where an activation follows the addition (the bias of that activation, kept off the identity path);
+    in a unit whose shortcut is not the identity the branch's first bias comes before the split, so the
+    down-sampling shortcut sees x + b too. No normalisation."""
+    if any(isinstance(m, NORM_LAYERS) for m in net.modules()):
+        raise ValueError("init=fixup trains without normalisation: add norm=none, or use init=he or init=zero_last")
     units = [m for m in net.modules() if isinstance(m, ResidualUnit)]
     with torch.no_grad():
         for unit in units:
@@ -170,12 +181,21 @@ def _fixup(net: ResNet) -> None:
             for conv in convs[:-1]:
                 conv.weight.mul_(len(units) ** (-1 / (2 * len(convs) - 2)))
             convs[-1].weight.zero_()
-            unit.branch.append(Multiplier())
         net.fc.weight.zero_()
         net.fc.bias.zero_()
-    net.fc = nn.Sequential(net.fc)
-    biased = (nn.Conv2d, nn.Linear, *ACTS.values())
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        for i in reversed(range(len(seq))):
+    net.stem[0].reset_parameters()
+    net.fc = nn.Sequential(Bias(), net.fc)
+    biased = (nn.Conv2d, *ACTS.values())
+    splits = [u.split_act for u in units if isinstance(u.split_act, nn.Sequential)]
+    for seq in [net.stem, *splits, *(u.branch for u in units), net.final_act]:
+        for i in reversed(range(1 if seq is net.stem else 0, len(seq))):
             if isinstance(seq[i], biased):
                 seq.insert(i, Bias())
+    for unit in units:
+        unit.branch.append(Multiplier())
+        if any(isinstance(m, biased) for m in unit.after_add):
+            unit.branch.append(Bias())
+        if not isinstance(unit.shortcut.path, nn.Identity) and isinstance(unit.branch[0], Bias):
+            unit.split_act = nn.Sequential(*(unit.split_act if isinstance(unit.split_act, nn.Sequential) else []))
+            unit.split_act.append(unit.branch[0])
+            del unit.branch[0]

@@ -124,10 +124,6 @@ def _identity(cfg, in_ch, out_ch, stride, path, norm):
 
 @register("scaling", ("scale", "scale_residual"))
 def _scaling(cfg, in_ch, out_ch, stride, path, norm):
-    if cfg.scale < 0 or cfg.scale_residual < 0:
-        raise ValueError(
-            f"shortcut.scale and shortcut.scale_residual must be >= 0, got {cfg.scale}, {cfg.scale_residual}"
-        )
     return Scaling(path, cfg.scale, cfg.scale_residual)
 
 
@@ -153,15 +149,11 @@ def _rezero(cfg, in_ch, out_ch, stride, path, norm):
 
 @register("layerscale", ("eps",))
 def _layerscale(cfg, in_ch, out_ch, stride, path, norm):
-    if not cfg.eps > 0:
-        raise ValueError(f"shortcut.eps must be > 0, got {cfg.eps}")
     return LearnedScale(path, torch.full((out_ch, 1, 1), float(cfg.eps)))
 
 
 @register("dropout", ("p", "inverted"))
 def _dropout(cfg, in_ch, out_ch, stride, path, norm):
-    if not 0 <= cfg.p < 1:
-        raise ValueError(f"shortcut.p must be in [0, 1), got {cfg.p}")
     return DropoutShortcut(path, cfg.p, cfg.inverted)
 
 

@@ -13,7 +13,6 @@ A placement says ``bn`` and ``relu`` as the paper does; they mean the normalisat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -61,10 +60,29 @@ class Placement:
         return ops + list(self.post)
 
 
-NORMS: dict[Norm, Callable[[int], nn.Module]] = {
-    Norm.batch: nn.BatchNorm2d,
-    Norm.group: lambda c: nn.GroupNorm(math.gcd(32, c), c),  # 32 groups, or one per channel below 32 channels
-    Norm.none: lambda c: nn.Identity(),
+def zeroes_a_norm(branch: Sequence[str], norm: str) -> bool:
+    """Whether ``init=zero_last`` zeroes a norm's γ (a norm follows the branch's last conv), not the last conv."""
+    return Norm(norm) is not Norm.none and "bn" in Placement.from_spec(branch, []).post
+
+
+def group_norm(groups: int) -> Callable[[int], nn.Module]:
+    """GroupNorm with ``groups`` groups (Wu & He 2018); a width it does not divide is a one-line ValueError."""
+
+    def make(channels: int) -> nn.Module:
+        if channels % groups:
+            raise ValueError(
+                f"groups={groups} does not divide the {channels} channels of a layer; use a divisor of every width "
+                "(the CIFAR nets' widths are multiples of 16: 1, 2, 4, 8 or 16)"
+            )
+        return nn.GroupNorm(groups, channels)
+
+    return make
+
+
+NORMS: dict[Norm, Callable[[int], Callable[[int], nn.Module]]] = {  # (groups) -> (channels) -> the layer
+    Norm.batch: lambda groups: nn.BatchNorm2d,
+    Norm.group: group_norm,
+    Norm.none: lambda groups: lambda c: nn.Identity(),
 }
 ACTS: dict[Act, Callable[[], nn.Module]] = {Act.relu: nn.ReLU, Act.elu: nn.ELU, Act.gelu: nn.GELU, Act.silu: nn.SiLU}
 
@@ -73,12 +91,12 @@ ACTS: dict[Act, Callable[[], nn.Module]] = {Act.relu: nn.ReLU, Act.elu: nn.ELU, 
 class Layers:
     """What a placement's ``bn`` and ``relu`` build: the chosen normalisation (per width) and activation."""
 
-    norm: Callable[[int], nn.Module] = NORMS[Norm.batch]
+    norm: Callable[[int], nn.Module] = nn.BatchNorm2d
     act: Callable[[], nn.Module] = ACTS[Act.relu]
 
     @classmethod
-    def of(cls, norm: str, act: str) -> Layers:
-        return cls(NORMS[Norm(norm)], ACTS[Act(act)])
+    def of(cls, norm: str, act: str, groups: int = 8) -> Layers:
+        return cls(NORMS[Norm(norm)](groups), ACTS[Act(act)])
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,25 @@ FIGURES = (*PRESETS, "gradient-flow", "runs")
 SEED_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3))]
 
 
-def _setting(r: pd.Series) -> str:
-    """model (at its depth), unit, shortcut and the parameters its kind reads: what a colour stands for."""
+BASE = ("model", "depth", "unit", "shortcut")  # named in every label; any other axis where it varies
+
+
+def _setting(r: pd.Series, varying: tuple[str, ...] = ()) -> str:
+    """model (at its depth), unit, shortcut, the parameters its kind reads and every other axis that varies among
+    the plotted runs (``varying``): what a colour stands for."""
     params = "".join(f" {a.column}={show(r[a.column])}" for a in AXES if a.kinds and show(r.get(a.column)) != "None")
-    return f"{r['model']} depth {show(r['depth'])} {r['unit']} {r['shortcut']}{params}"
+    other = "".join(f" {c}={show(r[c])}" for c in varying)
+    return f"{r['model']} depth {show(r['depth'])} {r['unit']} {r['shortcut']}{params}{other}"
+
+
+def _varying(runs: pd.DataFrame) -> tuple[str, ...]:
+    """The axes besides the seed, ``BASE`` and shortcut parameters whose values differ among ``runs``."""
+    shown = {"seed", *BASE}
+    return tuple(
+        a.column
+        for a in AXES
+        if a.column not in shown and not a.kinds and a.column in runs and runs[a.column].astype(str).nunique() > 1
+    )
 
 
 def literal(text: str) -> str:
@@ -41,13 +56,14 @@ class Styles:
     outside them: readable at 20+ runs)."""
 
     def __init__(self, runs: pd.DataFrame):
-        settings = list(dict.fromkeys(runs.apply(_setting, axis=1))) if len(runs) else []
+        self.varying = _varying(runs) if len(runs) else ()
+        settings = list(dict.fromkeys(runs.apply(_setting, axis=1, varying=self.varying))) if len(runs) else []
         cycle = plt.get_cmap("tab10" if len(settings) <= 10 else "tab20").colors
         self.colours = {s: cycle[i % len(cycle)] for i, s in enumerate(settings)}
         self.seeds = {seed: SEED_STYLES[i % len(SEED_STYLES)] for i, seed in enumerate(sorted(set(runs["seed"])))}
 
     def of(self, r: pd.Series) -> dict[str, Any]:
-        return {"color": self.colours[_setting(r)], "linestyle": self.seeds[r["seed"]]}
+        return {"color": self.colours[_setting(r, self.varying)], "linestyle": self.seeds[r["seed"]]}
 
     def legend(self, ax, extra: list[tuple[str, dict]] = ()) -> None:
         handles = [Line2D([], [], color=c, label=literal(s)) for s, c in self.colours.items()]
@@ -210,15 +226,20 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
         activations, gradients = measure(build_model(cfg).train(), x, y)
         if not any(gradients):
             label += " (∂E/∂x = 0: the classifier starts at 0)"
+        if cfg.model.drop_path:
+            label += " (one draw of its drop-path masks)"
         units = range(1, len(activations) + 1)
         style = {"color": cycle[i % len(cycle)], "linestyle": SEED_STYLES[i % 4]}  # variants equal at init: dashes
         fwd.plot(units, activations, label=literal(label), **style)
         bwd.plot(units, [g or float("nan") for g in gradients], **style)
-    for ax, what in ((fwd, "RMS of x_{l+1} (forward)"), (bwd, "‖∂E/∂x_{l+1}‖ (backward)")):
+    for ax, what in ((fwd, "RMS of x_{l+1} (forward)"), (bwd, "RMS of ∂E/∂x_{l+1} (backward)")):
         ax.set_yscale("log")
         ax.set_xlabel("residual unit l")
         ax.set_title(what, fontsize=9)
     fwd.legend(loc="upper center", bbox_to_anchor=(1.1, -0.14), ncol=2, fontsize=7, frameon=False)
     where = " ".join([*([preset] if preset else []), *rest])
-    fig.suptitle(literal(f"signal at initialisation ({where}): one batch of {batch} Gaussian images"), fontsize=9)
+    title = (
+        f"signal at initialisation ({where}): one batch of {batch} Gaussian images, training mode (batch statistics)"
+    )
+    fig.suptitle(literal(title), fontsize=9)
     return _save(fig, out, "signal")

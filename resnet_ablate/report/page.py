@@ -32,7 +32,8 @@ td.keys { text-align: left; font: 12px ui-monospace, monospace; }
 </style></head><body>
 <h1>Identity Mappings in Deep Residual Networks: reproduction report</h1>
 <p class="note">He, Zhang, Ren, Sun, ECCV 2016. Ours: the median over seeds (mean±std, n); "fail": above 20% test
-error; the paper's numbers in parentheses are not comparable with ours (another net, depth, dataset or recipe).
+error after the paper's schedule; "diverged": the loss became NaN or infinite (the error it ended with beside
+it); the paper's numbers in parentheses are not comparable with ours (another net, depth, dataset or recipe).
 Store: <code>{{ root }}</code>{% if filters %}; filters: <code>{{ filters }}</code>{% endif %}. A section per
 dataset and training budget the store holds runs of.</p>
 {% for s in sections %}<h2>{{ s.title }}</h2>

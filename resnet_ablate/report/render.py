@@ -26,6 +26,9 @@ _LATEX = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"$<$",  # text-mode < and > print ¡ and ¿ under LaTeX's default OT1 encoding
+    ">": r"$>$",
+    "|": r"$|$",
     "Δ": r"$\Delta$",
     "λ": r"$\lambda$",
     "α": r"$\alpha$",
@@ -105,7 +108,7 @@ def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: st
     if fmt == "md":
         return f"**{title}**\n\n" + flat.to_markdown(disable_numparse=True) + (f"\n\n{note}" if note else "") + "\n"
     if fmt == "latex":
-        return latex(wide, title + (f" {note}" if note else ""), f"tab:{name}")
+        return latex(wide, title + (f". {note}" if note else ""), f"tab:{name}")
     heads = [f"{c if k == 'ours' else ''}\n{k}" for c, k in wide.columns]  # the net once, over its ours
     t = Table("", *map(escape, heads), title=escape(title), caption=escape(note) or None)
     for row, values in wide.iterrows():
@@ -137,7 +140,7 @@ def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
 
     values, varied = axes([c.overrides for c in cells])
     cpu = tflops and _on_this_cpu(cells[0].cfg)
-    hours_label = "hours (CPU)" if cpu else "GPU-h"
+    hours_label = f"hours at {tflops or 0:g} TFLOP/s"  # what it is: on a CPU, still a GPU's rate unless --tflops
     fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in varied)
     jobs = slurm_jobs([c.directory for c in cells])
     table = Table(

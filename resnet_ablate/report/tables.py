@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +19,7 @@ import pandas as pd
 from .. import axes, presets
 from ..config import compose, key_fields
 from ..record import COLUMNS, column, scan
-from ..status import is_fail, outcome
+from ..status import Status, is_fail, outcome
 
 # What keys a run, less its seed: runs of one table cell or one compare group agree in all of it (and in the
 # images they trained and tested on), else they are not pooled.
@@ -182,6 +183,8 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
         counted = (outcome({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
         values = pd.Series([v for v in counted if v is not None], dtype=float)
         median = values.median() if len(values) else None
+        finite = values[values < math.inf]
+        paper_schedule = len(sel) > 0 and set(sel["budget"]) == {"paper"}  # "fail" is the paper's word for its recipe
         why = not_the_paper(name, c, sel) if len(sel) else ([] if c.comparable else ["not a cell of the paper"])
         out.append(
             {
@@ -190,11 +193,12 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
                 "column": c.column,
                 "shown_row": at_depth(c.row, c),  # the labels laid out: the paper's, naming a depth not the paper's
                 "shown_column": at_depth(c.column, c),
-                "ours_median": median,
-                "ours_mean": values.mean() if len(values) else None,
-                "ours_std": values.std() if len(values) > 1 else None,
+                "ours_median": None if median is None or median == math.inf else median,
+                "ours_mean": finite.mean() if len(finite) == len(values) and len(values) else None,
+                "ours_std": finite.std() if len(finite) == len(values) and len(values) > 1 else None,
                 "n": len(values),
-                "fail": None if median is None else is_fail(median),
+                "diverged": int((sel["status"] == Status.diverged.value).sum()),
+                "fail": None if median is None else paper_schedule and is_fail(median),
                 "paper": c.paper,
                 "comparable": not why,
                 "why": "; ".join(why),
@@ -237,12 +241,20 @@ def _fraction(percent):
 
 
 def fmt_ours(r: pd.Series) -> str:
+    """The median (mean±std) n=seeds; "fail" only after the paper's schedule; diverged runs named and counted, the
+    error they ended with where they have one."""
     if not r["n"]:
         return "missing (0 done)"
-    if r["fail"]:
-        return f"fail ({r['ours_median']:.2f}) n={r['n']}"
-    spread = f" ({r['ours_mean']:.2f}±{r['ours_std']:.2f})" if r["n"] > 1 else ""
-    return f"{r['ours_median']:.2f}{spread} n={r['n']}"
+    median = r["ours_median"]
+    diverged = r["diverged"]
+    if median is None or pd.isna(median):  # the middle run diverged with no error to show
+        return f"diverged n={r['n']}" + (f", {diverged} diverged" if diverged < r["n"] else "")
+    number = f"{median:.2f}"
+    if r["n"] > 1 and r["ours_std"] is not None and not pd.isna(r["ours_std"]):
+        number += f" ({r['ours_mean']:.2f}±{r['ours_std']:.2f})"
+    word = "diverged" if diverged == r["n"] else "fail" if r["fail"] else ""
+    text = f"{word} ({number})" if word else number
+    return f"{text} n={r['n']}" + (f", {diverged} diverged" if 0 < diverged < r["n"] else "")
 
 
 def fmt_paper(r: pd.Series) -> str:
