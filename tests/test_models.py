@@ -73,6 +73,10 @@ class NoBranch(nn.Module):
         return torch.zeros_like(self.branch(x))
 
 
+def _units(net: nn.Module) -> list:
+    return [m for m in net.modules() if isinstance(m, ResidualUnit)]
+
+
 def _with_and_without_branches(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
@@ -575,6 +579,12 @@ def test_signal_at_initialisation_is_constant_on_the_identity_path_and_grows_wit
     for stage in (bare[0:3], bare[3:6], bare[6:9]):  # Var(x + F(x)) = Var(x) + Var(F(x)): it grows every unit
         assert stage[0] < stage[1] < stage[2]  # (option A's subsampling between stages aside)
     assert bare[-1] > 5 * forward[-1]
+    rms = []  # the backward curve is a per-element RMS like the forward one: units of any width compare
+    hooks = [u.register_full_backward_hook(lambda m, gi, go: rms.append(go[0])) for u in _units(rezero)]
+    torch.nn.functional.cross_entropy(rezero(x), y).backward()
+    for h in hooks:
+        h.remove()
+    assert backward == pytest.approx([g.pow(2).mean().sqrt().item() for g in reversed(rms)], rel=1e-5)
     _, fixup = signal(build_model(cfg("model=resnet110", "model.depth=20", "norm=none", "init=fixup")), x, y)
     assert fixup == [0.0] * 9  # the classifier starts at 0: no gradient reaches the units at first
 

@@ -457,3 +457,16 @@ def test_a_diverged_run_shows_as_diverged_with_its_error_and_fail_only_after_the
     run, cell, out = table(tmp_path / "b", "train.lr=0")  # learns nothing: far above 20%, after 6 iterations
     assert run["status"] == "done" and run["test_error"] > 0.2 and not cell["fail"]
     assert f"| {100 * run['test_error']:.2f} n=1" in out and "fail" not in out
+
+
+def test_runs_that_differ_in_a_follow_up_axis_get_a_colour_and_a_label_each(tmp_path):
+    """after2016's rows differ in norm, act, init or drop path, not only in unit and shortcut: each shows."""
+    from resnet_ablate.report.figures import figure
+
+    for row in (["norm=batch"], ["norm=group"], ["act=elu"], ["model.drop_path=0.5"]):
+        run_cells(compose([*TINY, "model.depth=8", "seed=0", f"store.root={tmp_path}", *row]))
+    error = figure("runs", tmp_path, {}).axes[0]
+    assert len({line.get_color() for line in error.get_lines()}) == 4
+    texts = [t.get_text() for t in error.get_legend().get_texts()]
+    assert len(set(texts)) == 4 and any("norm=group" in t for t in texts) and any("drop_path=0.5" in t for t in texts)
+    assert any("act=elu" in t for t in texts)
