@@ -46,6 +46,11 @@ def test_after2016_rows_hold_the_papers_unit_but_for_what_they_change():
     assert by_row["Fixup"] == {**by_row["original"], "init": "fixup", "norm": "none"}
     assert by_row["SkipInit"] == {**by_row["original"], "shortcut": "rezero", "norm": "none"}
     assert by_row["stochastic depth p_L=0.5"] == {**by_row["original"], "drop_path": 0.5}
+    # each row is what its label cites: ours keeps every BN and swaps the activation, not Shah et al.'s ELU unit
+    assert by_row["ELU in place of ReLU"] == {**by_row["original"], "act": "elu"}
+    assert by_row["GroupNorm G=8"] == {**by_row["original"], "norm": "group", "groups": 8}
+    assert by_row["zero-γ"] == {**by_row["original"], "init": "zero_last"}
+    assert not [c.row for c in specs if "Shah" in c.row]
     papers = {c.row.split(" (")[0]: c.paper for c in specs if c.column == "resnet164"}
     assert papers["original"] == 5.93 and papers["full pre-activation"] == 5.46  # Table 3
     assert [p for r, p in papers.items() if r not in ("original", "full pre-activation")] == [None] * 9
