@@ -469,4 +469,4 @@ def test_runs_that_differ_in_a_follow_up_axis_get_a_colour_and_a_label_each(tmp_
     assert len({line.get_color() for line in error.get_lines()}) == 4
     texts = [t.get_text() for t in error.get_legend().get_texts()]
     assert len(set(texts)) == 4 and any("norm=group" in t for t in texts) and any("drop_path=0.5" in t for t in texts)
-    assert any("act=elu" in t for t in texts)
+    assert any("act=elu" in t for t in texts) and any("groups=8" in t for t in texts)

@@ -37,12 +37,17 @@ def _setting(r: pd.Series, varying: tuple[str, ...] = ()) -> str:
 
 
 def _varying(runs: pd.DataFrame) -> tuple[str, ...]:
-    """The axes besides the seed, ``BASE`` and shortcut parameters whose values differ among ``runs``."""
+    """The axes besides the seed, ``BASE``, what a unit's name already says (its op order) and shortcut parameters
+    whose values differ among ``runs``."""
     shown = {"seed", *BASE}
     return tuple(
         a.column
         for a in AXES
-        if a.column not in shown and not a.kinds and a.column in runs and runs[a.column].astype(str).nunique() > 1
+        if a.column not in shown
+        and not a.kinds
+        and not a.path.startswith("unit.")
+        and a.column in runs
+        and runs[a.column].astype(str).nunique(dropna=False) > 1
     )
 
 
