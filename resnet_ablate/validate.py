@@ -65,10 +65,9 @@ def check_values(cfg: DictConfig) -> None:
             continue
         if tp is float and not math.isfinite(value):
             raise ValueError(f"{path}={value} is not a finite number")
-        ok = {"low": value >= about.get("low", value), "high": value <= about.get("high", value)}
-        ok.update(above=value > about["above"] if "above" in about else True)
-        ok.update(below=value < about["below"] if "below" in about else True)
-        if not all(ok.values()):
+        inside = about.get("low", value) <= value <= about.get("high", value)
+        inside &= ("above" not in about or value > about["above"]) and ("below" not in about or value < about["below"])
+        if not inside:
             raise ValueError(f"{path}={value} is out of range; it must be {_range(about)}")
     for key in ("model.name", "unit.name"):
         if not NAME.fullmatch(str(_get(cfg, key))):

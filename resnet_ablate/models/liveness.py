@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
 
 from ..schema import Act, Block, Init, Norm
+from .resnet import CONVS_PER_UNIT
 from .units import Placement
 
 STEPS = 5  # Fixup's classifier starts at 0: its gradient reaches the branches' first convs only at the third step
@@ -32,8 +33,7 @@ def smallest(cfg: DictConfig) -> DictConfig:
         if model.stages is not None:
             model.stages = [1] * len(model.stages)
         else:
-            per_unit = {Block.basic: 2, Block.bottleneck: 3, Block.single: 1}[Block(model.block)]
-            model.depth = per_unit * len(model.widths) + 2
+            model.depth = CONVS_PER_UNIT[Block(model.block)] * len(model.widths) + 2
     return small
 
 
