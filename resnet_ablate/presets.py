@@ -41,6 +41,7 @@ class Preset:
     columns: list[Column] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     panels: list[list[str]] = field(default_factory=list)
+    verdicts: str | None = None  # what the report tests against the first: "rows" (per column) or "columns" (per row)
 
     @classmethod
     def from_sweeper(cls, name: str, sweeper) -> Preset:
@@ -54,6 +55,7 @@ class Preset:
             [Column(*c) for c in table.get("columns", [])],
             [Row(r[0], r[1], tuple(r[2:])) for r in table.get("rows", [])],
             [list(p) for p in node.get("figure") or []],
+            table.get("verdicts"),
         )
 
     def lines(self) -> list[str]:

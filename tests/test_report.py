@@ -180,13 +180,14 @@ def test_table_formats(root, fmt, needle, tmp_path):
     assert needle in text and "6.61" in text and "PARTIAL" in text
 
 
-def _pdflatex(tmp_path, body: str) -> None:
-    """Compile ``body`` in a bare article with booktabs; fail with pdflatex's first error line."""
+def _pdflatex(tmp_path, body: str) -> tuple[str, str]:
+    """Compile ``body`` in a bare article with booktabs (fail with pdflatex's first error line); its log and the
+    PDF's text (pdftotext)."""
     import shutil
     import subprocess
 
-    if shutil.which("pdflatex") is None:
-        pytest.skip("Debian's TeX Live is not installed (.ci/run installs it)")
+    if shutil.which("pdflatex") is None or shutil.which("pdftotext") is None:
+        pytest.skip("Debian's TeX Live and poppler-utils are not installed (.ci/run installs them)")
     tex = tmp_path / "doc.tex"
     preamble = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
     tex.write_text(preamble + body + "\n\\end{document}\n")
@@ -199,21 +200,34 @@ def _pdflatex(tmp_path, body: str) -> None:
     )
     errors = [line for line in proc.stdout.splitlines() if line.startswith("!")]
     assert proc.returncode == 0 and (tmp_path / "doc.pdf").exists(), errors or proc.stdout[-2000:]
+    text = subprocess.run(["pdftotext", "doc.pdf", "-"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    return (tmp_path / "doc.log").read_text(errors="replace"), text.stdout
 
 
-def test_latex_from_table_and_compare_compiles_in_a_bare_article(root, tmp_path):
-    from resnet_ablate.report.render import latex_text
+def test_latex_prints_what_the_terminal_shows_and_fits_the_page(root, tmp_path):
+    """Table and compare output (a diverged run among them) compiled in a bare article: no overfull box, and the
+    PDF's text holds the terminal's numbers and words, p < 0.05 included (text-mode < prints ¡ under OT1)."""
+    from resnet_ablate.report.compare import compare
+    from resnet_ablate.report.render import comparison, latex_text, paper_table
 
-    table = CliRunner().invoke(app, ["table", "table2", "data=synthetic", f"store.root={root}", "--format", "latex"])
-    compared = CliRunner().invoke(
-        app, ["compare", "unit=original,full_preact", "model=resnet110", f"store.root={root}", "--format", "latex"]
-    )
-    assert table.exit_code == 0 and compared.exit_code == 0, table.output + compared.output
-    assert "(\\%)" in table.output and "full\\_preact" in compared.output and "95\\%" not in compared.output
-    every = "Table 1 λ=0.5, F×0.5; Δ ±2 % & # _ $ {x} ~ ^ \\ − – — … → ≤ ≥ · α 2ⁿ p < 0.05 > |"
-    assert "λ" not in latex_text(every) and "Δ" not in latex_text(every)
-    assert "p $<$ 0.05 $>$ $|$" in latex_text(every)  # text-mode <, > and | print ¡, ¿ and — under OT1
-    _pdflatex(tmp_path, table.output + compared.output + latex_text(every))
+    df = records(root)
+    df.loc[(df["unit"] == "full_preact") & (df["seed"] == 1), "status"] = "diverged"
+    result, header = build("table2", df, {"data": "synthetic"})
+    table = paper_table("table2", result, header, "latex")
+    rows, verdicts = compare(df, "unit", ["original", "full_preact"], {"model": "resnet110"})
+    compared = comparison(rows, verdicts, "unit", "latex")
+    every = "Table 1 λ=0.5, F×0.5, zero-γ; Δ ±2 % & # _ $ {x} ~ ^ \\ − – — … → ≤ ≥ · α 2ⁿ p < 0.05 > |"
+    assert "λ" not in latex_text(every) and "γ" not in latex_text(every)
+    log, text = _pdflatex(tmp_path, table + compared + latex_text(every))
+    assert "Overfull" not in log, [line for line in log.splitlines() if "Overfull" in line]
+    words = " ".join(text.split())
+    cell = result[(result["row"] == "full_preact") & (result["column"] == "resnet110")].iloc[0]
+    terminal = paper_table("table2", result, header, "md")
+    assert f"{cell['ours_median']:.2f} ({cell['ours_mean']:.2f}±{cell['ours_std']:.2f})" in words + terminal
+    assert "1 diverged" in terminal and "1 diverged" in words and "(6.61)" in words
+    assert "p < 0.05" in words and "¡" not in words and "zero-γ" in words
+    assert "full preact" in words  # OT1 draws \\_ as a rule, which pdftotext reads as a space
+    assert f"{rows.loc[0, 'std']:.2f}" in words and "diverged" in words
 
 
 @pytest.mark.parametrize(
@@ -470,3 +484,85 @@ def test_runs_that_differ_in_a_follow_up_axis_get_a_colour_and_a_label_each(tmp_
     texts = [t.get_text() for t in error.get_legend().get_texts()]
     assert len(set(texts)) == 4 and any("norm=group" in t for t in texts) and any("drop_path=0.5" in t for t in texts)
     assert any("act=elu" in t for t in texts) and any("groups=8" in t for t in texts)
+
+
+def test_compare_counts_diverged_runs_as_the_table_does_and_says_what_it_left_out():
+    """8 done runs against 4 done + 4 diverged: the diverged count with the error they ended with (as ``table``
+    counts them), the verdict says so, and one diverged before any evaluation is left out and named."""
+    from resnet_ablate.report.compare import compare
+
+    runs = _runs({"a": [6.0, 6.1, 6.2, 6.3, 6.0, 6.1, 6.2, 6.3], "b": [5.0, 5.1, 5.2, 5.3, 60, 70, 80, 90]})
+    runs.loc[(runs["unit"] == "b") & (runs["error"] > 50), "status"] = "diverged"
+    table, verdicts = compare(runs, "unit", ["a", "b"], {})
+    assert list(table["n"]) == [8, 8] and table.loc[1, "diverged"] == 4 and table.loc[1, "median"] == 32.65
+    assert "n=8/8" in verdicts[0] and "b has the lower error" not in verdicts[0]  # its diverged runs count
+    assert "b: 4 of its 8 runs diverged (counted with the error they ended with)." in verdicts
+    runs.loc[runs["error"] == 90, "error"] = None
+    table, verdicts = compare(runs, "unit", ["a", "b"], {})
+    assert table.loc[1, "n"] == 7 and table.loc[1, "left_out"] == 1
+    assert "b: 3 of its 7 runs diverged (counted with the error they ended with); 1 diverged before any" in verdicts[-1]
+
+
+def test_a_permutation_p_is_called_exact_only_when_every_permutation_was_counted():
+    from resnet_ablate.report.compare import compare
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(6, 0.3, 17)
+    b = a + rng.normal(0.2, 0.3, 17)
+    table, _ = compare(_runs({"a": list(a), "b": list(b)}), "unit", ["a", "b"], {})
+    signs = 1 - 2 * ((np.arange(2**17)[:, None] >> np.arange(17)) & 1)  # every sign flip of the 17 differences
+    flipped = np.abs((signs * (b - a)).mean(axis=1))
+    exact = np.mean(flipped >= abs((b - a).mean()) - 1e-12)
+    assert table.loc[1, "p"] == pytest.approx(exact, abs=1e-12) and table.loc[1, "test"].startswith("exact paired")
+    a, b = rng.normal(6, 0.3, 12), rng.normal(6.5, 0.3, 12)  # unpaired: C(24, 12) = 2,704,156 permutations
+    table, _ = compare(
+        _runs({"a": list(a), "b": list(b)}, {"a": range(12), "b": range(20, 32)}), "unit", ["a", "b"], {}
+    )
+    assert table.loc[1, "test"] == "permutation test, 100,000 random permutations of 2,704,156"
+
+
+def test_the_papers_number_stands_plain_only_beside_its_own_net_and_recipe_and_every_difference_is_said(root):
+    """One rule: plain (with Δ) where our runs are the paper's cell, in parentheses otherwise (no run; other data,
+    depth, schedule), each difference said once per kind, with every value, in the note."""
+    from resnet_ablate.report.render import paper_table
+    from resnet_ablate.report.tables import fmt_paper, not_comparable_note
+
+    result, _ = build("table2", _paper_scale_runs())
+    empty = result[result["n"] == 0].iloc[0]
+    assert not empty["comparable"] and empty["why"] == "no finished run" and fmt_paper(empty).startswith("(")
+    assert not_comparable_note(result) == "Paper numbers in parentheses have no Δ: their cell has no run."
+    result, header = build("table3", records(root), {"data": "synthetic"})
+    cell = result[(result["row"] == "synthetic resnet110") & (result["column"] == "original")].iloc[0]
+    assert "data synthetic (the paper's: cifar10)" in cell["why"] and "not a cell" not in cell["why"]
+    note = not_comparable_note(result)
+    assert note.count("depth ") == 1 and "depth 20 (the paper's: 110, 164)" in note and "more" not in note
+    parts = note.split(": ", 2)[2].split(". Each cell")[0].split("; ")
+    assert parts == sorted(parts, key=len) and any(p.startswith("images other than the official") for p in parts)
+    assert "column why" in paper_table("table3", result, header, "md")
+
+
+def test_a_follow_up_run_joins_no_paper_table_and_the_reports_verdicts_follow_each_tables_rows(root):
+    """A GroupNorm run beside Table 2's runs: Table 2 and its verdicts are unchanged (the follow-up axes sit at their
+    defaults in the paper's tables), the report says what it left out, and after2016's verdicts follow its rows."""
+    from resnet_ablate.report.page import _left_out, _verdicts
+
+    df = records(root)
+    gn = df[df["unit"] == "full_preact"].assign(norm="group", groups=8, key=lambda d: d["key"] + "gn")
+    both = pd.concat([df, gn], ignore_index=True)
+    alone, _ = build("table2", df, {"data": "synthetic"})
+    beside, _ = build("table2", both, {"data": "synthetic"})
+    assert beside.drop(columns="differences").equals(alone.drop(columns="differences"))
+    verdicts = _verdicts(both, {"data": "synthetic"})
+    assert any(v.startswith("table2, resnet110: full_preact vs original") for v in verdicts), verdicts
+    assert not any("differ in" in v for v in verdicts), verdicts
+    assert (
+        _left_out(both, set(df["key"])) == "2 of these runs are in no table (norm=group); compare and plot show them."
+    )
+    after = df.assign(norm="batch", act="relu", init="he", drop_path=0.0)
+    after = pd.concat(
+        [after, after[after["unit"] == "original"].assign(shortcut="rezero", key=lambda d: d["key"] + "z")]
+    )
+    verdicts = _verdicts(after, {"data": "synthetic"})
+    assert any(v.startswith("after2016, resnet110: ReZero (Bachlechner et al. 2020) vs original") for v in verdicts), (
+        verdicts
+    )

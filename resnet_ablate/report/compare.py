@@ -13,9 +13,11 @@ import pandas as pd
 from scipy import stats
 
 from .. import axes
+from ..status import Status
 from .tables import KEYED, describe, differing, named, select, show
 
 ALPHA = 0.05
+EXACT_UP_TO = 2**20  # permutations enumerated; beyond, a random 100,000 of them (and the test is named so)
 
 
 def _mean_difference(x, y, axis=-1):
@@ -28,11 +30,19 @@ def smallest_p(n: int, m: int | None = None) -> float:
 
 
 def difference(a: np.ndarray, b: np.ndarray, paired: bool, seed: int = 0) -> dict[str, Any]:
-    """Δ = mean(b) − mean(a) in points, its 95% BCa bootstrap interval, and the exact permutation test's p."""
+    """Δ = mean(b) − mean(a) in points, its 95% BCa bootstrap interval, and the permutation test's p: exact (every
+    permutation) up to ``EXACT_UP_TO`` of them, else from 100,000 random ones, as the test's name says."""
     data = (a, b)
     kind = "samples" if paired else "independent"
+    total = 2 ** len(a) if paired else math.comb(len(a) + len(b), len(a))
+    exact = total <= EXACT_UP_TO
     p = stats.permutation_test(
-        data, _mean_difference, permutation_type=kind, vectorized=True, n_resamples=100_000, random_state=seed
+        data,
+        _mean_difference,
+        permutation_type=kind,
+        vectorized=True,
+        n_resamples=np.inf if exact else 100_000,
+        random_state=seed,
     ).pvalue
     low = high = float("nan")
     with warnings.catch_warnings():  # a degenerate sample (all equal) has no interval: it stays NaN
@@ -42,7 +52,8 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool, seed: int = 0) -> dic
         else:
             ci = stats.bootstrap(data, _mean_difference, method="BCa", random_state=seed).confidence_interval
         low, high = float(ci.low), float(ci.high)
-    name = "exact paired permutation (sign-flip) test" if paired else "exact permutation test"
+    name = "paired permutation (sign-flip) test" if paired else "permutation test"
+    name = f"exact {name}" if exact else f"{name}, 100,000 random permutations of {total:,}"
     return {"delta": float(np.mean(b) - np.mean(a)), "ci_low": low, "ci_high": high, "p": float(p), "test": name}
 
 
@@ -76,12 +87,15 @@ def compare(
         raise LookupError("no finished runs in the store; run a sweep first")
     axis = named(df, axis)
     df = select(df, {named(df, k): v for k, v in filters.items()})
-    ended, df = df, df[df["status"] == "done"].dropna(subset=["error"])
+    # every ended run counts with the error it ended with, as in the tables; a diverged one without any is left out
+    ended = df[df["status"].isin([Status.done.value, Status.diverged.value])]
+    df = ended.dropna(subset=["error"])
     held = sorted({show(v) for v in df[axis]})
     for s in settings:
         if select(df, {axis: s}).empty:
-            others = select(ended, {axis: s})["status"].value_counts()  # diverged runs have no error to compare
-            why = f" ({', '.join(f'{n} {status}' for status, n in others.items())})" if len(others) else ""
+            others = select(ended, {axis: s})["status"].value_counts()
+            why = ", ".join(f"{n} {status} with no error" for status, n in others.items())
+            why = f" ({why})" if why else ""
             raise ValueError(f"no finished run has {axis}={s}{why}; the runs hold {axis}={','.join(held) or 'nothing'}")
     groups = {s: select(df, {axis: s}) for s in settings}
     for s, g in groups.items():
@@ -110,6 +124,8 @@ def compare(
             "mean": e.mean() if len(e) else None,
             "std": e.std(ddof=1) if len(e) > 1 else None,
             **dict.fromkeys(("delta", "ci_low", "ci_high", "p", "test")),
+            "diverged": int((g["status"] == Status.diverged.value).sum()),  # of the n: counted as they ended
+            "left_out": len(select(ended, {axis: s})) - len(e),  # diverged with no error to count
         }
         if s != ref_name and min(len(e), len(ref)) < 2:
             verdicts.append(f"{s} vs {ref_name}: too few finished seeds to test (n={len(e)}/{len(ref)}; need 2+ each).")
@@ -123,4 +139,19 @@ def compare(
             row.update(result)
             verdicts.append(_verdict(s, ref_name, result, len(y), len(x), paired))
         rows.append(row)
-    return pd.DataFrame(rows), verdicts
+    table = pd.DataFrame(rows)
+    return table, verdicts + _unusual(table, axis)
+
+
+def _unusual(table: pd.DataFrame, axis: str) -> list[str]:
+    """What the verdicts count that is not a plain finished run: diverged runs (with the error they ended with) and
+    those left out (diverged before any evaluation: no error to count)."""
+    out = []
+    for _, r in table[(table["diverged"] > 0) | (table["left_out"] > 0)].iterrows():
+        kept = f"{r['diverged']} of its {r['n']} runs diverged (counted with the error they ended with)"
+        out.append(
+            f"{r[axis]}: {kept if r['diverged'] else 'no run diverged'}"
+            + (f"; {r['left_out']} diverged before any evaluation, left out (no error)" if r["left_out"] else "")
+            + "."
+        )
+    return out

@@ -15,10 +15,10 @@ import pandas as pd
 from markupsafe import Markup
 
 from .. import presets, store
-from ..axes import AXES
+from ..axes import COLUMNS as AXES_BY_COLUMN
 from .compare import compare
 from .figures import FIGURES, plot
-from .tables import build, cells, layout, named, not_comparable_note, records, select
+from .tables import FOLLOW_UPS, build, layout, named, not_comparable_note, records, select, show, table_runs
 
 PAGE = jinja2.Template(
     """<!doctype html>
@@ -40,6 +40,7 @@ dataset and training budget the store holds runs of.</p>
 <h3>Tables</h3>
 {% for t in s.tables %}<h4>{{ t.name }}</h4>{{ t.html }}<p class="note">{{ t.note }}</p>{% endfor %}
 {% if not s.tables %}<p>No paper table has a finished run with these settings.</p>{% endif %}
+{% if s.left_out %}<p class="note">{{ s.left_out }}</p>{% endif %}
 <h3>Verdicts</h3>
 {% for v in s.verdicts %}<p>{{ v }}</p>{% endfor %}
 {% if not s.verdicts %}<p>No setting has runs to compare.</p>{% endif %}
@@ -117,28 +118,42 @@ def _origin(cell: pd.Series, found: list) -> dict[str, str]:
 
 
 def _verdicts(df: pd.DataFrame, filters: dict[str, Any]) -> list[str]:
-    """Table 2: each placement against the original unit, per net; Table 1: each shortcut row against identity."""
-    comparisons = []
-    units = list(dict.fromkeys(c.match["unit"] for c in cells("table2")[0]))
-    for model in sorted(select(df, filters)["model"].dropna().unique()):
-        runs = select(df, {**filters, "model": model, "shortcut": "identity"})
-        present = [u for u in units if (runs["unit"] == u).any()]
-        if units[0] in present and len(present) > 1:
-            comparisons.append((f"Table 2, {model}", runs, "unit", present))
-    t1, base = cells("table1")
-    rows = [select(select(df, {**base, **filters}), c.match).assign(table1_row=c.row) for c in t1]
-    runs = pd.concat(rows)
-    present = [c.row for c in t1 if (runs["table1_row"] == c.row).any()]
-    if t1[0].row in present and len(present) > 1:
-        comparisons.append(("Table 1", runs, "table1_row", present))
+    """Each table's comparisons, as its preset lays them out (``verdicts: rows``: each row against the first, per
+    column; ``columns``: each column against the first, per row), over the runs the table itself shows."""
     out = []
-    shortcut = [a.column for a in AXES if a.path.startswith("shortcut.")]
-    for label, runs, axis, settings in comparisons:
-        try:
-            out += [f"{label}: {v}" for v in compare(runs, axis, settings, {}, laid_out=shortcut)[1]]
-        except LookupError as e:  # runs that differ in more than the setting: say so rather than pool them
-            out.append(f"{label}: {e}")
+    for name in presets.names("table"):
+        along = presets.load(name).verdicts
+        if along is None:
+            continue
+        specs, runs = table_runs(name, df, filters)
+        groups: dict[str, list[tuple[str, Any]]] = {}
+        for c in specs:
+            fixed, setting = (c.column, c.row) if along == "rows" else (c.row, c.column)
+            groups.setdefault(fixed, []).append((setting, c))
+        keys = {k for c in specs for k in c.match}  # a laid-out setting frees its section too (unit: branch, after_add)
+        sections = {AXES_BY_COLUMN[k].path.rpartition(".")[0] for k in keys if k in AXES_BY_COLUMN} - {""}
+        laid_out = [c for c, a in AXES_BY_COLUMN.items() if c in keys or a.path.rpartition(".")[0] in sections]
+        for fixed, members in groups.items():
+            held = pd.concat([select(runs, c.match).assign(setting=label) for label, c in members])
+            present = [label for label, _ in members if (held["setting"] == label).any()]
+            if len(present) < 2 or present[0] != members[0][0]:
+                continue
+            label = f"{name}, {fixed}" if len(groups) > 1 else name
+            try:
+                out += [f"{label}: {v}" for v in compare(held, "setting", present, {}, laid_out=laid_out)[1]]
+            except LookupError as e:  # runs that differ in more than the setting: say so rather than pool them
+                out.append(f"{label}: {e}")
     return out
+
+
+def _left_out(runs: pd.DataFrame, in_tables: set[str]) -> str:
+    """What the tables leave out of a section's runs (a follow-up's runs beside Tables 1–3), in one line."""
+    rest = runs[~runs["key"].isin(in_tables)]
+    if rest.empty:
+        return ""
+    unusual = {f"{c}={show(v)}" for c, d in FOLLOW_UPS.items() for v in rest[c] if show(v) != show(d)}
+    what = ", ".join(sorted(unusual)) or "settings no table lays out"
+    return f"{len(rest)} of these runs are in no table ({what}); compare and plot show them."
 
 
 def _figures(root: Path, filters: dict[str, Any], runs: pd.DataFrame) -> list[dict]:
@@ -178,6 +193,7 @@ def report(root: str | Path, filters: dict[str, Any]) -> str:
     shown, missing = [], 0
     for where in sections(df, filters):
         tables, cells_, n = _tables(df, where, found)
+        in_tables = {k for c in cells_ for k in c["runs"].split()}
         missing += n
         title = " ".join(f"{k}={v}" for k, v in where.items() if k not in filters) or "runs"
         shown.append(
@@ -186,6 +202,7 @@ def report(root: str | Path, filters: dict[str, Any]) -> str:
                 "tables": tables,
                 "cells": cells_,
                 "verdicts": _verdicts(df, where),
+                "left_out": _left_out(select(df, where), in_tables),
                 "figures": _figures(Path(root), where, df),
             }
         )

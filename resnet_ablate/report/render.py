@@ -4,6 +4,7 @@ CSV)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,6 @@ _LATEX = {
     "<": r"$<$",  # text-mode < and > print ¡ and ¿ under LaTeX's default OT1 encoding
     ">": r"$>$",
     "|": r"$|$",
-    "Δ": r"$\Delta$",
-    "λ": r"$\lambda$",
-    "α": r"$\alpha$",
     "±": r"$\pm$",
     "×": r"$\times$",
     "·": r"$\cdot$",
@@ -44,6 +42,10 @@ _LATEX = {
     "…": r"\ldots{}",
     "ⁿ": r"$^n$",
 }
+_GREEK = "αβγδεζηθικλμνξπρστυφχψωΓΔΘΛΞΠΣΥΦΨΩ"  # the Greek letters LaTeX's math mode names
+_NAMES = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau upsilon phi chi psi"
+_NAMES += " omega Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega"
+_LATEX.update({ch: f"$\\{name}$" for ch, name in zip(_GREEK, _NAMES.split(), strict=True)})
 
 
 def latex_text(text: Any) -> str:
@@ -51,16 +53,27 @@ def latex_text(text: Any) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in str(text))
 
 
+def _cell(text: Any, width: int) -> str:
+    """A table cell as LaTeX, broken into stacked lines of at most ``width`` characters (at spaces) so that the
+    table fits an article's text width."""
+    lines = textwrap.wrap(str(text), width) or [""]
+    if len(lines) == 1:
+        return latex_text(lines[0])
+    return r"\begin{tabular}[t]{@{}l@{}}" + r" \\ ".join(map(latex_text, lines)) + r"\end{tabular}"
+
+
 def latex(frame: pd.DataFrame, caption: str, label: str, index: bool = True) -> str:
-    """A booktabs table (pandas' layout) whose every cell, header and caption is escaped by ``latex_text``."""
+    """A booktabs table (pandas' layout) whose every cell, header and caption is escaped by ``latex_text``, in
+    ``\\small`` with long cells stacked on lines, so that it fits an ``article``'s text width."""
     columns = frame.columns
     if isinstance(columns, pd.MultiIndex):  # a paper table: a net spanning its ours / paper / Δ
         columns = pd.MultiIndex.from_tuples([tuple(map(latex_text, c)) for c in columns])
     else:
-        columns = [latex_text(c) for c in columns]
-    escaped = frame.map(latex_text).set_axis(columns, axis=1)
-    escaped.index = [latex_text(i) for i in frame.index]
-    return escaped.to_latex(index=index, escape=False, caption=latex_text(caption), label=label)
+        columns = [_cell(c, 8) for c in columns]
+    escaped = frame.map(lambda v: _cell(v, 16)).set_axis(columns, axis=1)
+    escaped.index = [_cell(i, 16) for i in frame.index]
+    body = escaped.to_latex(index=index, escape=False, caption=latex_text(caption), label=label)
+    return body.replace("\\begin{table}\n", "\\begin{table}\n\\footnotesize\\setlength{\\tabcolsep}{4pt}\n", 1)
 
 
 def number(v) -> str:
@@ -104,7 +117,7 @@ def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: st
     wide = layout(result)
     flat = wide.set_axis([f"{c} {k}" for c, k in wide.columns], axis=1)
     if fmt == "csv":
-        return result.to_csv(index=False)
+        return result.drop(columns="differences").to_csv(index=False)
     if fmt == "md":
         return f"**{title}**\n\n" + flat.to_markdown(disable_numparse=True) + (f"\n\n{note}" if note else "") + "\n"
     if fmt == "latex":
@@ -117,15 +130,20 @@ def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: st
 
 
 def comparison(result: pd.DataFrame, verdicts: list[str], axis: str, fmt: str) -> Table | str:
-    """``compare``'s rows and verdicts (as text; a rich table leaves the verdicts to be printed under it)."""
-    shown = result.map(number)
+    """``compare``'s rows and verdicts (as text; a rich table leaves the verdicts to be printed under it): errors
+    and Δ in points to 2 decimals, as the verdicts print them, p to 4."""
     if fmt == "csv":
         return result.to_csv(index=False)
+    quiet = [c for c in ("diverged", "left_out") if c in result.columns and not result[c].any()]
+    shown = result.drop(columns=quiet)  # counts of unusual runs, shown where there are any
+    for c in shown.columns:
+        digits = 4 if c == "p" else 2 if c in ("median", "mean", "std", "delta", "ci_low", "ci_high") else None
+        shown[c] = [("" if v is None or v != v else f"{v:.{digits}f}") if digits else number(v) for v in result[c]]
     if fmt == "md":
         return shown.to_markdown(index=False) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
     if fmt == "latex":
-        return latex(shown, " ".join(verdicts), f"tab:compare-{axis}", index=False)
-    t = Table(*result.columns, title=f"test error (%) by {escape(axis)}")  # the verdicts are printed under it
+        return latex(shown.drop(columns="test"), " ".join(verdicts), f"tab:compare-{axis}", index=False)  # named there
+    t = Table(*shown.columns, title=f"test error (%) by {escape(axis)}")  # the verdicts are printed under it
     for _, r in shown.iterrows():
         t.add_row(*map(escape, r))
     return t

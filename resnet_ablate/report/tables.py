@@ -21,6 +21,10 @@ from ..config import compose, key_fields
 from ..record import COLUMNS, column, scan
 from ..status import Status, is_fail, outcome
 
+# The follow-up axes (ReZero's ``init``, GroupNorm's ``norm`` …): a paper table's cells hold them at their defaults
+# unless its preset or a filter says otherwise, so that a follow-up's runs never join (or block) a table of the paper's
+FOLLOW_UPS = {a.column: a.initial for a in axes.AXES if a.added and a.kinds is None and a.when is None}
+
 # What keys a run, less its seed: runs of one table cell or one compare group agree in all of it (and in the
 # images they trained and tested on), else they are not pooled.
 KEYED = tuple(c for c in axes.COLUMNS if c != "seed") + ("images",)
@@ -43,8 +47,7 @@ class TableCell:
     match: dict[str, Any]
     paper: float | str | None
     metric: str = "error"
-    overrides: str = ""  # the overrides that make the cell (its row's and its column's)
-    comparable: bool = True  # False for a net the paper's table does not hold (its number shown for reference)
+    overrides: str = ""  # the overrides that make the paper's cell (its row's and its column's)
 
 
 def cells(name: str) -> tuple[list[TableCell], dict[str, Any]]:
@@ -111,7 +114,7 @@ def _as_list(value) -> list:
 def pick_cells(specs: list[TableCell], filters: dict[str, Any]) -> list[TableCell]:
     """The cells that the filters keep. A filter on a key the cells are laid out by (``model=resnet20`` in Table 2)
     picks those cells; a value the paper's table does not have gets cells of its own, copied from the first value's,
-    their paper numbers kept for reference but not comparable."""
+    their paper numbers kept for reference (``not_the_paper`` says how the runs differ from the paper's cell)."""
     for key in {k for c in specs for k in c.match} & filters.keys():
         wanted = [str(v) for v in _as_list(filters[key])]
         values = list(dict.fromkeys(str(c.match[key]) for c in specs if key in c.match))
@@ -119,8 +122,7 @@ def pick_cells(specs: list[TableCell], filters: dict[str, Any]) -> list[TableCel
         for value in (v for v in wanted if v not in values):
             for c in (c for c in specs if str(c.match.get(key)) == values[0]):
                 row, column = (label.replace(values[0], value) for label in (c.row, c.column))
-                cell = TableCell(row, column, {**c.match, key: value}, c.paper, c.metric, c.overrides, comparable=False)
-                kept.append(cell)
+                kept.append(TableCell(row, column, {**c.match, key: value}, c.paper, c.metric, c.overrides))
         specs = kept
     return specs
 
@@ -132,35 +134,59 @@ def paper_recipe(params: tuple[str, ...], overrides: str) -> dict[str, Any]:
     return axes.columns(key_fields(compose([*params, *shlex.split(overrides)])))
 
 
-def not_the_paper(name: str, c: TableCell, runs: pd.DataFrame) -> list[str]:
-    """How these runs differ from the paper's run of cell ``c`` (net, depth, data, recipe; the official images);
-    empty when the paper's number measures what they measure."""
-    if not c.comparable:
-        return [f"{c.row} / {c.column} is not a cell of the paper's {name}"]
+Difference = tuple[str, tuple[str, ...], str | None]  # (what: an axis or "images", ours, the paper's)
+
+
+def not_the_paper(name: str, c: TableCell, runs: pd.DataFrame) -> list[Difference]:
+    """How these runs differ from the paper's run of cell ``c`` (each recipe axis: net, depth, data, schedule; the
+    official images); empty when the paper's number measures what they measure."""
     params = tuple(f"{k}={v}" for k, v in presets.load(name).params.items() if k != "seed")
     paper = paper_recipe(params, c.overrides)
-    out = []
+    out: list[Difference] = []
     for a in (a for a in axes.AXES if a.recipe):
         ours = sorted({show(v) for v in runs[a.column]}) if a.column in runs.columns else ["unknown"]
         if ours != [show(paper[a.column])]:
-            out.append(f"{a.column} {', '.join(ours)} (the paper's: {show(paper[a.column])})")
+            out.append((a.column, tuple(ours), show(paper[a.column])))
     if "official_data" not in runs.columns or set(runs["official_data"]) != {paper["data"]}:
-        out.append(f"not trained and tested on the official {paper['data']} images (data fingerprints)")
+        out.append(("images", (f"other than the official {paper['data']} ones (data fingerprints)",), None))
     return out
+
+
+def in_words(differences: list[Difference]) -> list[str]:
+    """Differences in words, one per kind (an axis; the images) with every value that differs, shortest first:
+    "depth 20 (the paper's: 110, 164)"."""
+    grouped: dict[str, tuple[dict, dict]] = {}
+    for what, ours, paper in differences:
+        values, papers = grouped.setdefault(what, ({}, {}))
+        values.update(dict.fromkeys(ours))
+        papers.update(dict.fromkeys([paper] if paper is not None else []))
+    texts = [
+        f"{what} {', '.join(values)}" + (f" (the paper's: {', '.join(papers)})" if papers else "")
+        for what, (values, papers) in grouped.items()
+    ]
+    return sorted(texts, key=len)
+
+
+def table_runs(name: str, df: pd.DataFrame, filters: dict[str, Any]) -> tuple[list[TableCell], pd.DataFrame]:
+    """The cells of table ``name`` that ``filters`` keep, and the runs that may fill them: those holding the table's
+    settings (its preset's, the filters', the follow-up axes at their defaults) but for what its cells lay out."""
+    specs, base = cells(name)
+    filters = {named(df, k): v for k, v in filters.items()}
+    specs = pick_cells(specs, filters)
+    laid_out = {k for c in specs for k in c.match}
+    return specs, select(df, {k: v for k, v in {**FOLLOW_UPS, **base, **filters}.items() if k not in laid_out})
 
 
 def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per table cell: ours (median, mean, std, n, seeds), the paper's number, and Δ where our runs are the
     paper's net and recipe on the official data (else ``why`` says how they differ); plus the table's header. Runs
     of one cell that differ in anything but the seed are refused, never pooled."""
-    specs, base = cells(name)
-    filters = {named(df, k): v for k, v in (filters or {}).items()}
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
-    specs = pick_cells(specs, filters)
-    chosen, df_all = {**base, **filters}, df
-    laid_out = {k for c in specs for k in c.match}
-    df = select(df, {k: v for k, v in chosen.items() if k not in laid_out})
+    filters = {named(df, k): v for k, v in (filters or {}).items()}
+    base = cells(name)[1]
+    df_all, (specs, df) = df, table_runs(name, df, filters)
+    chosen, laid_out = {**base, **filters}, {k for c in specs for k in c.match}
     shown = pd.concat([select(df, c.match) for c in specs]).drop_duplicates("key")
     settings = [a.column for a in axes.AXES if a.path.startswith(("train.", "data.")) and a.column not in laid_out]
     spread = differing(shown, settings)
@@ -185,7 +211,7 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
         median = values.median() if len(values) else None
         finite = values[values < math.inf]
         paper_schedule = len(sel) > 0 and set(sel["budget"]) == {"paper"}  # "fail" is the paper's word for its recipe
-        why = not_the_paper(name, c, sel) if len(sel) else ([] if c.comparable else ["not a cell of the paper"])
+        differences = not_the_paper(name, c, sel) if len(sel) else []
         out.append(
             {
                 "table": name,
@@ -200,9 +226,13 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
                 "diverged": int((sel["status"] == Status.diverged.value).sum()),
                 "fail": None if median is None else paper_schedule and is_fail(median),
                 "paper": c.paper,
-                "comparable": not why,
-                "why": "; ".join(why),
-                "delta": median - c.paper if median is not None and not why and isinstance(c.paper, float) else None,
+                # the paper's number stands beside ours (plain, with Δ) only where our runs are its net and recipe
+                "comparable": len(sel) > 0 and not differences,
+                "why": "; ".join(in_words(differences)) if len(sel) else "no finished run",
+                "differences": differences,
+                "delta": median - c.paper
+                if median is not None and not differences and isinstance(c.paper, float)
+                else None,
                 "depth": ",".join(map(str, sorted(set(sel["depth"].dropna().astype(int))))),
                 "seeds": ",".join(map(str, sorted(sel["seed"]))),
                 "keys": ",".join(sel["key"]),
@@ -258,22 +288,25 @@ def fmt_ours(r: pd.Series) -> str:
 
 
 def fmt_paper(r: pd.Series) -> str:
-    """The paper's number; in parentheses when it is not comparable with ours."""
+    """The paper's number: plain where our runs are its net and recipe (Δ beside it), else in parentheses (no run,
+    or runs that differ: the note under the table says how)."""
     v = r["paper"]
     text = v if isinstance(v, str) else "" if v is None or pd.isna(v) else f"{v:.2f}"  # None: the source has none
     return text if r["comparable"] or not text else f"({text})"
 
 
-NOT_COMPARABLE = "Paper numbers in parentheses are not for what our runs ran (no Δ):"
+NOT_COMPARABLE = "Paper numbers in parentheses have no Δ: their cell has no run, or our runs differ from the paper's:"
 
 
 def not_comparable_note(result: pd.DataFrame) -> str:
-    """The note under a table: why the paper's numbers in parentheses get no Δ (each reason once)."""
-    reasons = list(dict.fromkeys(r for why in result["why"] if why for r in why.split("; ")))
-    if not reasons:
+    """The note under a table: how our runs differ from the paper's, every difference once per kind, shortest first
+    (each cell's own: ``--format csv``, column ``why``)."""
+    if result["comparable"].all():
         return ""
-    shown = reasons[:4] + ([f"and {len(reasons) - 4} more differences"] if len(reasons) > 4 else [])
-    return f"{NOT_COMPARABLE} {'; '.join(shown)}."
+    reasons = in_words([d for differences in result["differences"] for d in differences])
+    if not reasons:
+        return f"{NOT_COMPARABLE.partition(', or')[0]}."
+    return f"{NOT_COMPARABLE} {'; '.join(reasons)}. Each cell's: --format csv, column why."
 
 
 def layout(result: pd.DataFrame) -> pd.DataFrame:
