@@ -358,8 +358,10 @@ def plot(
     ),
     out_dir: Path = typer.Option(Path("figures"), "--out", help="Folder for the PNG and PDF."),
 ):
-    """Redraw the paper's curves (test error solid, training loss dashed) or the gradient reaching each unit;
-    ``signal``: each variant's activations and gradients at initialisation, no store needed."""
+    """Redraw the paper's curves (figure1/3/6: test error solid, training loss dashed, a colour per cell). runs:
+    every run's test error and training loss in two panels (a colour per setting, a line style per seed).
+    gradient-flow: the gradient reaching each unit. signal: each variant's activations and gradients at
+    initialisation, no store needed."""
     from .report.figures import plot as draw
     from .report.figures import signal
     from .store import scan

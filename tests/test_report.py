@@ -383,7 +383,7 @@ def test_the_report_is_one_page_with_the_tables_verdicts_figures_and_provenance(
     assert res.exit_code == 0, res.output
     html = out.read_text()
     assert "<h4>table2</h4>" in html and "full_preact" in html and "(6.61)" in html
-    assert "Table 2, resnet110: full_preact vs original" in html
+    assert "table2, resnet110: full_preact vs original" in html
     assert html.count('src="data:image/png;base64,') >= 2 and "http" not in html.split("<body>")[1]
     assert "<th>runs</th><td>5</td>" in html and "<th>budgets</th><td>custom</td>" in html
     assert "<th>CPU-hours spent</th>" in html and "GPU-hours" not in html  # trained on a CPU: said so
@@ -566,3 +566,26 @@ def test_a_follow_up_run_joins_no_paper_table_and_the_reports_verdicts_follow_ea
     assert any(v.startswith("after2016, resnet110: ReZero (Bachlechner et al. 2020) vs original") for v in verdicts), (
         verdicts
     )
+
+
+def test_figure_labels_never_overlap_ticks_are_whole_and_gradient_flow_draws_one_seed_per_setting(root):
+    """figure6's twin axis label clears the next panel's; iterations and units are whole numbers; gradient-flow
+    draws two lines (start, end) per setting, not per run; ``plot --help`` says what a line style is in each."""
+    from resnet_ablate.report.figures import figure
+
+    df = records(root)
+    first = df[(df["model"] == "resnet110") & (df["unit"] == "full_preact") & (df["seed"] == 0)]
+    runs = pd.concat([df, first.assign(unit="bn_after_add"), first.assign(model="resnet164")])
+    fig = figure("figure6", root, {"data": "synthetic"}, runs)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    left_twin, right = fig.axes[2], fig.axes[1]  # the left panel's loss axis, the right panel's error axis
+    assert left_twin.get_ylabel() == "training loss, dashed" and right.get_ylabel() == "test error (%), solid"
+    assert not left_twin.yaxis.label.get_window_extent(renderer).overlaps(right.yaxis.label.get_window_extent(renderer))
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
+    fig = figure("gradient-flow", root, {"data": "synthetic"})
+    ax = fig.axes[0]
+    settings = df.groupby(["model", "unit"]).ngroups
+    assert len(ax.lines) == 2 * settings < 2 * len(df) and all(float(t).is_integer() for t in ax.get_xticks())
+    assert ax.lines[0].get_xdata()[0] == 1
+    assert "line style per seed" in CliRunner().invoke(app, ["plot", "--help"]).output

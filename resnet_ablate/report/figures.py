@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .. import presets, store  # noqa: E402
 from ..axes import AXES  # noqa: E402
@@ -72,7 +73,7 @@ class Styles:
 
     def legend(self, ax, extra: list[tuple[str, dict]] = ()) -> None:
         handles = [Line2D([], [], color=c, label=literal(s)) for s, c in self.colours.items()]
-        if len(self.seeds) > 1:
+        if len(set(self.seeds.values())) > 1:
             handles += [Line2D([], [], color="grey", linestyle=ls, label=f"seed {k}") for k, ls in self.seeds.items()]
         handles += [Line2D([], [], color="grey", label=label, **style) for label, style in extra]
         ax.legend(
@@ -102,10 +103,15 @@ def _curves(ax, runs: pd.DataFrame, root: Path) -> None:
         it = [m["iteration"] for m in rows]
         ax.plot(it, [100 * m["test_error"] for m in rows], "-", color=styles.of(r)["color"])
         twin.plot(it, [m["train_loss"] for m in rows], "--", color=styles.of(r)["color"])
-    ax.set_xlabel("iterations")
+    _iterations(ax)
     ax.set_ylabel("test error (%), solid")
     twin.set_ylabel("training loss, dashed")
     styles.legend(ax)
+
+
+def _iterations(ax) -> None:
+    ax.set_xlabel("iterations")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a short run's few evaluations: no 3.5 iterations
 
 
 def _test_and_loss(axes, runs: pd.DataFrame, root: Path) -> None:
@@ -117,7 +123,7 @@ def _test_and_loss(axes, runs: pd.DataFrame, root: Path) -> None:
         axes[0].plot(it, [100 * m["test_error"] for m in rows], **styles.of(r))
         axes[1].plot(it, [m["train_loss"] for m in rows], **styles.of(r))
     for ax, label in zip(axes, ("test error (%)", "training loss")):
-        ax.set_xlabel("iterations")
+        _iterations(ax)
         ax.set_ylabel(label)
     styles.legend(axes[0])
 
@@ -170,7 +176,8 @@ def figure(name: str, root: str | Path, filters: dict[str, Any], runs: pd.DataFr
         missing = "; ".join(left_out) or "no run"
         raise LookupError(f"no finished runs match {name}{f' ({where})' if where else ''}: {missing}")
     wide = name == "runs"
-    fig, axes = plt.subplots(1, 2 if wide else len(panels), figsize=(12 if wide else 6 * len(panels), 4.6))
+    size = (12 if wide else 6 * len(panels), 4.6)
+    fig, axes = plt.subplots(1, 2 if wide else len(panels), figsize=size, layout="constrained")  # twin labels apart
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
     if wide:
         _test_and_loss(axes, panels[0], root)
@@ -184,16 +191,21 @@ def figure(name: str, root: str | Path, filters: dict[str, Any], runs: pd.DataFr
 
 
 def _gradient_flow(ax, runs: pd.DataFrame, root: Path) -> None:
-    """‖∂E/∂x_l‖ at each unit's input: at initialisation (faint) and at the end of training (bold); a colour per
-    setting, a style per seed."""
+    """‖∂E/∂x_l‖ at each unit's input (l = 1, 2, …): at initialisation (faint) and at the end of training (bold);
+    a colour per setting, its first seed only (two lines per setting, readable at many settings)."""
     styles = Styles(runs)
+    runs = runs.assign(setting=runs.apply(_setting, axis=1, varying=styles.varying))
+    runs = runs.sort_values("seed").drop_duplicates("setting")
+    styles.seeds = dict.fromkeys(styles.seeds, "-")  # one seed per setting: its style says nothing
     for _, r in runs.iterrows():
         rows = [r for r in store.read_jsonl(root / "runs" / r["key"] / "grad_flow.jsonl") if "norms" in r]
         if rows:
-            ax.plot(rows[0]["norms"], alpha=0.35, linewidth=1, **styles.of(r))
-            ax.plot(rows[-1]["norms"], linewidth=1.8, **styles.of(r))
+            units = range(1, len(rows[0]["norms"]) + 1)
+            ax.plot(units, rows[0]["norms"], alpha=0.35, linewidth=1, **styles.of(r))
+            ax.plot(units, rows[-1]["norms"], linewidth=1.8, **styles.of(r))
     ax.set_yscale("log")
-    ax.set_xlabel("residual unit l (input side → output side)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("residual unit l (input side → output side), the first seed of each setting")
     ax.set_ylabel("‖∂E/∂x_l‖")
     styles.legend(ax, [("at initialisation", {"alpha": 0.35}), ("end of training", {"linewidth": 1.8})])
 
