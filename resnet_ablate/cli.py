@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -80,7 +81,7 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
     """Train one cell in the foreground (resumes it if partial; skips it if ended, unless store.rerun says so);
     with launcher.seeds=[…] that cell's seeds, stacked into one network."""
     from . import store
-    from .progress import RunProgress
+    from .progress import RunProgress, run_label
     from .sweep import run_cells, seed_cells, watch_parent
     from .train import TrainingError
     from .validate import check_cells
@@ -97,8 +98,7 @@ def train(overrides: Optional[list[str]] = OVERRIDES, quiet: bool = typer.Option
         if quiet:
             results = run_cells(cfg)
         else:
-            label = store.run_key(cells[0]) + (f" (+{len(cells) - 1} seeds stacked)" if len(cells) > 1 else "")
-            with RunProgress(cfg.train.iterations, label) as progress:
+            with RunProgress(cfg.train.iterations, run_label(cells)) as progress:
                 results = run_cells(cfg, progress)
     except TrainingError as e:
         where = ", ".join(str(store.run_dir(c) / "result.json") for c in cells)
@@ -132,6 +132,7 @@ def sweep(
 ):
     """Run every cell of a preset grid (skip ended cells, resume partial ones)."""
     from . import store
+    from .progress import doing
     from .step import check_together
     from .sweep import absolute_paths, check_launcher, flags, plan, task, unended
     from .validate import check_cells
@@ -143,9 +144,10 @@ def sweep(
         fail(str(e))
     args += flags(force, retry_failed, fail_fast, gpus)
     try:
-        cells = plan(preset, args)
-        check_cells([c.cfg for c in cells], data=not dry_run)  # a dry run runs nothing: it needs no data
-        check_together(cells[0].cfg, cells[0].cfg.launcher.seeds_together)
+        with doing(f"{preset}: composing the cells and checking that each can learn (liveness)"):
+            cells = plan(preset, args)
+            check_cells([c.cfg for c in cells], data=not dry_run)  # a dry run runs nothing: it needs no data
+            check_together(cells[0].cfg, cells[0].cfg.launcher.seeds_together)
     except Exception as e:
         fail(one_line(e))
     if dry_run:
@@ -195,9 +197,11 @@ def _interrupted_by_sigterm():
 
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
+    from .progress import doing
     from .report.render import cells as render
 
-    table, summary = render(cells, tflops)
+    with doing("counting each architecture's multiply-adds for the estimate"):
+        table, summary = render(cells, tflops)
     out.print(table)
     out.print(summary, highlight=False, markup=False)
 
@@ -243,13 +247,40 @@ def _note_skipped(skipped) -> None:
 
 
 def _check_out(path: Optional[Path], folder: bool) -> None:
-    """``--out``: a folder for figures, a file for a page or a table; the other kind is refused in one line."""
+    """``--out``, before any work: a folder for figures; for a page or a table a new file or a regular one to
+    replace (never a device, a FIFO, a socket), in a folder this user can write. Else one line."""
     if path is None:
         return
     if folder and path.exists() and not path.is_dir():
         fail(f"--out {path} is a file; plot writes a PNG and a PDF into a folder: give a folder")
     if not folder and path.is_dir():
         fail(f"--out {path} is a folder; give a file name, e.g. --out {path / 'out.txt'}")
+    if not folder and path.exists() and not path.is_file():
+        kind = next((k for k, test in _KINDS if test(path)), "not a regular file")
+        fail(f"--out {path} is {kind}; --out writes a new file or replaces a regular one")
+    target = (path if folder else path.parent).absolute()
+    existing = next(p for p in [target, *target.parents] if p.exists())  # the folder the write creates things in
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"--out {path}: {existing} is not writable (read-only or not this user's); give another path")
+
+
+_KINDS = (
+    ("a character device", Path.is_char_device),
+    ("a block device", Path.is_block_device),
+    ("a FIFO", Path.is_fifo),
+    ("a socket", Path.is_socket),
+)
+
+
+def _write_out(path: Path, text: str) -> None:
+    """``--out``'s file, whole or not at all (a full disk: one line; a file there before is kept)."""
+    from .files import atomic_write
+
+    try:
+        atomic_write(path, text.encode())
+    except OSError as e:
+        fail(f"--out: {one_line(e)}", 1)  # the error names the file
+    out.print(f"wrote {path}")
 
 
 def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
@@ -304,9 +335,7 @@ def table(
     if out_file is None:
         print(text, end="")
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text)
-        out.print(f"wrote {out_file}")
+        _write_out(out_file, text)
 
 
 @app.command()
@@ -390,7 +419,7 @@ def report(
 ):
     """One self-contained HTML page: every paper table the store can fill, the figures, the verdicts of Table 2's
     placements and Table 1's shortcuts, and the provenance of every number."""
-    from .files import atomic_write
+    from .progress import doing
     from .report.page import report as render
     from .store import scan
 
@@ -398,11 +427,11 @@ def report(
     root, where = _filters(filters)
     _note_skipped(scan(root)[1])
     try:
-        html = render(root, where)
+        with doing(f"report: reading {root}, laying out the tables, testing the verdicts, drawing the figures"):
+            html = render(root, where)
     except (ValueError, LookupError) as e:
         fail(str(e))
-    atomic_write(out_file, html.encode())
-    out.print(f"wrote {out_file}")
+    _write_out(out_file, html)
 
 
 @app.command()
@@ -428,8 +457,6 @@ def bench(
     from .report.render import bench as render
     from .step import TrainStep, check_together, resolve_device
 
-    if warmup <= TrainStep.WARMUP:
-        fail(f"--warmup {warmup} must exceed the {TrainStep.WARMUP} eager steps before the graph capture")
     counts = {}
     for name, text in (("jobs", jobs), ("streams", streams), ("seeds", seeds)):
         if not all(v.isdigit() and int(v) > 0 for v in text.split(",")):
@@ -453,6 +480,11 @@ def bench(
         device = resolve_device(cfg.train.device)
     except ValueError as e:
         fail(str(e))
+    captured = device.type == "cuda" and any(m != "none" for m in compile_modes.split(","))  # CUDA graphs only
+    if warmup < 0:
+        fail(f"--warmup {warmup} must be 0 or more")
+    if captured and warmup <= TrainStep.WARMUP:
+        fail(f"--warmup {warmup} must exceed the {TrainStep.WARMUP} eager steps before the graph capture (CUDA)")
     peak = peak or measure_peak_tflops(device)
     for model, mode, precision in itertools.product(models.split(","), compile_modes.split(","), precisions.split(",")):
         compose_or_fail([*base, f"model={model}", f"train.compile={mode}", f"train.precision={precision}"])
@@ -463,7 +495,7 @@ def bench(
     if as_json:
         print(json.dumps({"device": device_name, "peak_tflops": peak, "rows": rows}))
         return
-    title = f"training throughput on {device_name} (batch {cfg.train.batch_size}; peak {peak:.1f} TFLOP/s)"
+    title = f"training throughput on {device_name} (batch {cfg.train.batch_size}; peak {peak:.3g} TFLOP/s)"
     out.print(render(rows, title))
 
 

@@ -3,6 +3,7 @@ Both degrade to plain lines when the output is not a terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,25 @@ from rich.table import Table
 from . import store
 
 console = Console(stderr=True, soft_wrap=True)
+HEARTBEAT = 30.0  # seconds: outside a terminal, a line at least this often while a run trains
+PATIENCE = 5.0  # seconds a step runs before it says what it is doing (outside a terminal)
+
+
+@contextlib.contextmanager
+def doing(what: str):
+    """Say what a step that may take a while is doing: a spinner on a terminal; otherwise a line on stderr once it
+    has run ``PATIENCE`` seconds (a quick step, or a quick one-line error, prints nothing more)."""
+    if console.is_terminal:
+        with console.status(what):
+            yield
+        return
+    timer = threading.Timer(PATIENCE, lambda: console.print(f"{what} …", highlight=False))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _fmt(row: dict | None) -> str:
@@ -26,17 +46,26 @@ def _fmt(row: dict | None) -> str:
     )
 
 
-def print_evaluation(iteration: int, row: dict | None) -> None:
-    """A plain line per evaluation (rank 0 of a multi-process run, where a live bar cannot reach)."""
+def print_evaluation(label: str, total: int, iteration: int, row: dict | None) -> None:
+    """A plain line per evaluation, as a run's bar prints outside a terminal (rank 0 of a multi-process run, where
+    a live bar cannot reach: ``functools.partial(print_evaluation, label, total)``)."""
     if row is not None:
-        console.print(f"it {iteration}  {_fmt(row)}", highlight=False)
+        console.print(f"{label} it {iteration}/{total}  {_fmt(row)}", highlight=False)
+
+
+def run_label(cells: list) -> str:
+    """What a run's progress lines name: its key, and the seeds stacked with it."""
+    return store.run_key(cells[0]) + (f" (+{len(cells) - 1} seeds stacked)" if len(cells) > 1 else "")
 
 
 class RunProgress:
-    """``progress(iteration, row)`` callback for one run: a rich bar, or a line per evaluation."""
+    """``progress(iteration, row)`` callback for one run: a rich bar; outside a terminal, a line when it starts, per
+    evaluation, and at least every ``HEARTBEAT`` seconds between them (with the rate and the time to go)."""
 
     def __init__(self, total: int, label: str):
         self.total, self.label = total, label
+        self.said = self.since = time.monotonic()
+        self.first: int | None = None  # the iteration it started (or resumed) from
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -50,18 +79,32 @@ class RunProgress:
 
     def __enter__(self):
         self.bar.__enter__()
+        self._line(f"starting: {self.total} iterations")
         return self
+
+    def _line(self, text: str) -> None:
+        if not console.is_terminal:
+            console.print(f"{self.label} {text}", highlight=False)
+            self.said = time.monotonic()
 
     def __exit__(self, *exc):
         self.bar.__exit__(*exc)
 
     def __call__(self, iteration: int, row: dict | None) -> None:
-        if row is None:
-            self.bar.update(self.task, completed=iteration)
+        now = time.monotonic()
+        if self.first is None:
+            self.first, self.since = iteration, now
+        if row is not None:
+            self.bar.update(self.task, completed=iteration, info=_fmt(row))
+            if not console.is_terminal:
+                print_evaluation(self.label, self.total, iteration, row)
+                self.said = now
             return
-        self.bar.update(self.task, completed=iteration, info=_fmt(row))
-        if not console.is_terminal:
-            console.print(f"{self.label} it {iteration}/{self.total}  {_fmt(row)}", highlight=False)
+        self.bar.update(self.task, completed=iteration)
+        if now - self.said >= HEARTBEAT and iteration > self.first:
+            rate = (iteration - self.first) / (now - self.since)
+            left = (self.total - iteration) / rate / 60
+            self._line(f"it {iteration}/{self.total}  {rate:.2f} it/s, about {left:.1f} min to go")
 
 
 class SweepDisplay:
@@ -105,7 +148,8 @@ class SweepDisplay:
         if not self.live:
             row = (store.read_jsonl(self.jobs[i][1] / "metrics.jsonl") or [None])[-1]
             console.print(
-                f"[{self._done()}/{len(self.jobs)}] {status:8s} {self._label(i)}  {_fmt(row)}", highlight=False
+                f"[{self._done()}/{len(self.jobs)}] {status:8s} {self._label(i)}  {_fmt(row)}  ·  {self.view()[0]}",
+                highlight=False,
             )
 
     def _done(self) -> int:

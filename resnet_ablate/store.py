@@ -85,9 +85,11 @@ def _holder() -> dict:
 @contextlib.contextmanager
 def cell_lock(directory: Path) -> Iterator[bool]:
     """Hold the cell's lock without waiting; yields False when another process holds it. The lock file says who
-    holds it (host, pid, since); ``touch_lock`` marks the holder alive."""
+    holds it (host, pid, since); ``touch_lock`` marks the holder alive. A directory it made that holds nothing but
+    the lock when it is let go (set-up failed: a download, the data) is removed: no trace of a run that never began."""
     if directory.is_symlink():
         raise WriteError(errno.ELOOP, f"cannot use {directory}: it is a link, and run directories must not be links")
+    made = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     with os.fdopen(open_nofollow(directory / "lock", os.O_RDWR | os.O_CREAT), "r+") as f:
         try:
@@ -102,6 +104,9 @@ def cell_lock(directory: Path) -> Iterator[bool]:
         try:
             yield True
         finally:
+            if made and [p.name for p in directory.iterdir()] == ["lock"]:
+                (directory / "lock").unlink()
+                directory.rmdir()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

@@ -225,7 +225,7 @@ def start_worker(overrides: list[str], directories: list[Path], gpu: str | None,
             log.write(note.encode())
     with _log(directories[0]) as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "resnet_ablate", "train", "--quiet", *overrides],
+            [sys.executable, "-m", "resnet_ablate", "train", *overrides],  # outside a terminal: a line per evaluation
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -402,8 +402,14 @@ def watch_parent() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def task(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The Hydra task function: ``python -m resnet_ablate.sweep -m sweep=table2 hydra/launcher=…`` works too."""
-    return run_pack(cfg) if cfg.launcher.pack else run_cells(cfg)
+    """The Hydra task function: ``python -m resnet_ablate.sweep -m sweep=table2 hydra/launcher=…`` works too. A
+    cell's progress goes to the job's output (a SLURM job's log; Ray's driver)."""
+    from .progress import RunProgress, run_label
+
+    if cfg.launcher.pack:
+        return run_pack(cfg)
+    with RunProgress(cfg.train.iterations, run_label(seed_cells(cfg))) as progress:
+        return run_cells(cfg, progress)
 
 
 if __name__ == "__main__":

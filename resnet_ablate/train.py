@@ -6,6 +6,7 @@ in one process (``stack.py``) and one run may span several GPUs (``distributed.p
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import platform
@@ -47,7 +48,8 @@ def train(cfg: DictConfig, directory: Path, progress: OnProgress | None = None) 
         if cfg.train.batch_size % cfg.train.gpus:
             raise ValueError(f"train.batch_size {cfg.train.batch_size} does not split over train.gpus={cfg.train.gpus}")
         plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-        distributed.spawn(cfg.train.gpus, train_seeds, [plain], [directory], print_evaluation if progress else None)
+        lines = functools.partial(print_evaluation, directory.name, cfg.train.iterations) if progress else None
+        distributed.spawn(cfg.train.gpus, train_seeds, [plain], [directory], lines)
         return store.read_json(directory / "result.json")
     return train_seeds([cfg], [directory], progress)[0]
 

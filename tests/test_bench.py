@@ -6,7 +6,17 @@ from .conftest import cli
 
 
 def test_bench_times_our_step_and_the_baseline_and_reports_each_setup_as_data():
-    args = ["bench", "--json", "--models", "resnet20", "model.depth=8", "--steps", "2", "--warmup", "4"]
+    args = [
+        "bench",
+        "--json",
+        "--models",
+        "resnet20",
+        "model.depth=8",
+        "--steps",
+        "2",
+        "--warmup",
+        "2",
+    ]  # no capture on CPU
     proc = cli(*args, "--seeds", "1,2", "--loader-workers", "0", "--peak", "1", check=True)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     baseline, alone, stacked = report["rows"]

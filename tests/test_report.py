@@ -236,6 +236,7 @@ def test_latex_prints_what_the_terminal_shows_and_fits_the_page(root, tmp_path):
         (["table", "table9"], "unknown table 'table9'; valid: table1, table2"),
         (["table", "table2", "data=cifar10"], "no finished runs match table2"),
         (["table", "table2"], "the store's runs have data=synthetic: add data=synthetic"),
+        (["table", "table3"], "the store's runs have data=synthetic: add data=synthetic"),  # its rows set data
         (["table", "table2", "colour=red"], "unknown filter 'colour'"),
     ],
 )

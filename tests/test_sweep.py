@@ -167,6 +167,10 @@ def test_sweep_runs_every_cell_then_skips_them_and_force_recomputes(tmp_path):
     results = store.results(tmp_path)
     assert sorted(r["config"]["unit"]["name"] for r in results) == ["full_preact", "original"]
     assert all(r["status"] == "done" for r in results)
+    for r in results:  # outside a terminal: each cell's log has a line per evaluation; the sweep, one per cell
+        log = (tmp_path / "runs" / r["key"] / "train.log").read_text()
+        assert f"{r['key']} starting:" in log and f"{r['key']} it 4/8  lr" in log and f"{r['key']} it 8/8" in log
+    assert proc.stderr.count("] done") == 2 and "ETA" in proc.stderr
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/result.json")}
     proc = cli("sweep", *args, check=True)
     assert "skipped" in proc.stderr

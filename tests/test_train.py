@@ -335,3 +335,30 @@ def test_the_step_reads_the_learning_rate_from_one_tensor_that_survives_loading_
     opt.load_state_dict(opt.state_dict())
     step.use_lr_tensor()
     assert all(g["lr"] is step.lr for g in opt.param_groups)
+
+
+def test_outside_a_terminal_a_run_says_it_started_each_evaluation_and_between_them_its_rate(monkeypatch, capsys):
+    from resnet_ablate import progress
+
+    monkeypatch.setattr(progress, "HEARTBEAT", 0.0)
+    row = {"lr": 0.1, "train_loss": 1.0, "test_error": 0.5, "images_per_s": 100.0}
+    with progress.RunProgress(10, "abc") as p:
+        p(1, None)
+        time.sleep(0.01)
+        p(2, None)
+        p(5, row)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "abc starting: 10 iterations"
+    assert lines[1].startswith("abc it 2/10  ") and "it/s, about" in lines[1] and "min to go" in lines[1]
+    assert lines[2].startswith("abc it 5/10  lr 0.1  loss 1.0000  test err 50.00%")
+
+
+def test_a_step_says_what_it_is_doing_only_when_it_takes_long(monkeypatch, capsys):
+    from resnet_ablate import progress
+
+    with progress.doing("quick"):
+        pass
+    monkeypatch.setattr(progress, "PATIENCE", 0.0)
+    with progress.doing("slow step"):
+        time.sleep(0.5)
+    assert capsys.readouterr().err == "slow step …\n"

@@ -242,7 +242,10 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     if not result["n"].any():
         raise LookupError(
             f"no finished runs match {name} ({', '.join(f'{k}={v}' for k, v in chosen.items())}); "
-            + (_filter_to_add(df_all, base, filters) or "see `resnet-ablate status` for what the store holds")
+            + (
+                _filter_to_add(df_all, {**base, **_laid_out_values(specs)}, filters)
+                or "see `resnet-ablate status` for what the store holds"
+            )
         )
     header = {
         "table": name,
@@ -257,11 +260,21 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     return result, header
 
 
-def _filter_to_add(df: pd.DataFrame, base: dict[str, Any], filters: dict[str, Any]) -> str | None:
-    """When a table's own setting (``data=cifar10``) leaves out every run the store holds: the filter to add."""
-    for k, v in base.items():
+def _laid_out_values(specs: list[TableCell]) -> dict[str, list]:
+    """Each setting a table's cells lay out, with the values they hold (Table 3's rows: data=cifar10,cifar100)."""
+    out: dict[str, list] = {}
+    for c in specs:
+        for k, v in c.match.items():
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def _filter_to_add(df: pd.DataFrame, settings: dict[str, Any], filters: dict[str, Any]) -> str | None:
+    """When a table's own setting (``data=cifar10``; a row's) leaves out every run the store holds: the filter to
+    add."""
+    for k, v in settings.items():
         held = sorted({show(x) for x in df[k].dropna()}) if k in df.columns and k not in filters else []
-        if held and show(v) not in held:
+        if held and not {show(x) for x in _as_list(v)} & set(held):
             return f"the store's runs have {k}={','.join(held)}: add {k}={held[0]}"
     return None
 
