@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import key_fields
-from .files import atomic_write, set_aside
+from .files import atomic_write, open_regular, set_aside
 
 KEYS = ("model", "optimizer", "iteration", "elapsed", "stats", "rng", "config")
 
@@ -75,7 +75,8 @@ def load(path: Path, cfg: DictConfig, model: torch.nn.Module | None = None) -> d
     if not path.exists():
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as f:  # a planted FIFO: refused, not waited on
+            ckpt = torch.load(f, map_location="cpu", weights_only=True)
         problem = _problem(ckpt, cfg, model)
     except Exception as e:  # truncated, random bytes, a pickle that names code: torch raises many kinds
         problem = f"unreadable ({type(e).__name__})"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 PARTIAL = ".partial-"  # in the name of a file being written: ``.NAME.partial-XXXX``
 
@@ -52,11 +55,28 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def open_regular(path: Path, flags: int) -> int:
+    """``os.open`` of a regular file, never through a link: a FIFO, device or socket planted in a run directory is
+    an OSError, at once (opened non-blocking, then checked with fstat), never a read that waits forever."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    except OSError as e:
+        if e.errno != errno.ENXIO:  # ENXIO: a FIFO opened for writing with no reader
+            raise
+        fd = None
+    if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd is not None:
+            os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def open_nofollow(path: Path, flags: int) -> int:
-    """``os.open`` that refuses a link (a link planted in a run directory would send our writes elsewhere): a
+    """``open_regular`` for writing: a link (it would send our writes elsewhere) or anything but a regular file is a
     ``WriteError`` naming the path."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        return open_regular(path, flags)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise WriteError(e.errno, f"cannot use {path}: a link (links in a run directory are refused)") from None
@@ -64,13 +84,39 @@ def open_nofollow(path: Path, flags: int) -> int:
 
 
 def read_bytes(path: Path, limit: int) -> bytes:
-    """The file's bytes (at most ``limit``); a link is refused (OSError ELOOP), a larger file is an OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """A regular file's bytes (at most ``limit``); a link, a FIFO, a device or a larger file is an OSError."""
+    fd = open_regular(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes")
     return data
+
+
+MAX_DEPTH = 32  # our records nest a few levels; deeper is not ours (and would exhaust Python's recursion later)
+
+
+def nested_too_deep(obj: Any) -> bool:
+    """Whether ``obj`` (parsed JSON or YAML) nests lists and mappings deeper than ``MAX_DEPTH``; checked without
+    recursion."""
+    level = [obj]
+    for _ in range(MAX_DEPTH + 1):
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ())]
+        if not level:
+            return False
+    return True
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """JSON as Python data; ValueError for text that is not JSON or that nests deeper than ``MAX_DEPTH`` (a
+    1,000-deep file is a ValueError here, not a RecursionError in whoever reads it)."""
+    try:
+        obj = json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+    if nested_too_deep(obj):
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return obj
 
 
 def numbered(path: Path) -> Path:

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from . import axes
 from .config import conf_dir
-from .files import read_bytes
+from .files import parse_json, read_bytes
 from .models.units import zeroes_a_norm
 from .status import Status
 
@@ -179,9 +179,9 @@ def read(directory: Path) -> Record:
     except OSError as e:
         raise NotARun(f"result.json unreadable ({e.strerror or e})") from None
     try:
-        result = json.loads(raw)
-    except ValueError:
-        raise NotARun("result.json is not JSON") from None
+        result = parse_json(raw)
+    except ValueError as e:
+        raise NotARun(f"result.json is not JSON of ours ({e})") from None
     if not isinstance(result, dict):
         raise NotARun(f"result.json is a JSON {type(result).__name__}, not an object")
     if result.get("status") not in {s.value for s in ENDED}:
@@ -226,7 +226,7 @@ def read_jsonl(path: Path, *required: str) -> list[dict[str, Any]]:
         return out
     for line in lines:
         try:
-            row = json.loads(line)
+            row = parse_json(line)
         except ValueError:
             continue
         if not isinstance(row, dict) or not (type(row.get("iteration")) is int and 0 <= row["iteration"] < 1 << 40):

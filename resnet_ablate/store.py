@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .config import key_fields
-from .files import WriteError, atomic_write, open_nofollow, read_bytes
+from .files import WriteError, atomic_write, nested_too_deep, open_nofollow, open_regular, parse_json, read_bytes
 from .record import key_of, read, read_jsonl, scan  # noqa: F401 (the store's readers)
 from .status import Status
 
@@ -47,7 +47,7 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> dict | None:
     """The JSON object in ``path``; None when it is missing, a link, or not a JSON object (binary, a list, torn)."""
     try:
-        obj = json.loads(read_bytes(path, 1 << 24))
+        obj = parse_json(read_bytes(path, 1 << 24))
     except (OSError, ValueError):  # missing, a link, a folder, unreadable; not JSON, not UTF-8
         return None
     return obj if isinstance(obj, dict) else None
@@ -119,7 +119,7 @@ def touch_lock(directory: Path) -> None:
 def lock_holder(directory: Path) -> str | None:
     """Who holds the cell's lock, in words ("pid 12 on host-a, stopped"), or None when nobody does."""
     try:
-        fd = os.open(directory / "lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_regular(directory / "lock", os.O_RDONLY)
     except OSError:
         return None
     with os.fdopen(fd) as f:
@@ -196,9 +196,9 @@ def saved_config(directory: Path) -> dict:
 
     try:
         config = yaml.load(read_bytes(directory / "config.yaml", 1 << 20), Loader=NoAliases)
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return {}
-    return config if isinstance(config, dict) else {}
+    return config if isinstance(config, dict) and not nested_too_deep(config) else {}
 
 
 def describe_skipped(skipped: dict[str, list[str]]) -> list[str]:

@@ -382,3 +382,47 @@ def test_the_wandb_reader_stops_at_a_record_whose_crc_does_not_match(tmp_path): 
     damaged[-1] ^= 0xFF  # a flipped bit in the last record
     (tmp_path / "bad.wandb").write_bytes(bytes(damaged))
     assert [r.num for r in wandb_records(tmp_path / "bad.wandb")] == [0, 1]
+
+
+def _within(seconds: float, fn):
+    """``fn()``'s value; fails (rather than hangs the suite) when it has not returned within ``seconds``."""
+    import threading
+
+    box = []
+    thread = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, f"still running after {seconds} s: it waits on something"
+    return box[0]
+
+
+@pytest.mark.parametrize("name", ["result.json", "lock", "config.yaml", "metrics.jsonl", "checkpoint.pt"])
+@pytest.mark.parametrize("plant", ["a FIFO", "JSON 1,000 deep"])
+def test_a_fifo_or_a_deep_file_planted_in_a_run_never_hangs_or_breaks_a_reader_and_the_cell_retrains(
+    two_seeds, tmp_path, name, plant
+):
+    """status, table and plot answer at once (the planted entry skipped with its reason, or read around), and
+    training the cell again ends in a record or one line, never a wait or a traceback."""
+    root = _copy(two_seeds, tmp_path)
+    d = next((root / "runs").iterdir())
+    (d / name).unlink(missing_ok=True)
+    if plant == "a FIFO":
+        os.mkfifo(d / name)
+    else:
+        deep = "[" * 1000 + "]" * 1000
+        (d / name).write_text(deep if name != "metrics.jsonl" else '{"iteration": 1, "x": ' + deep + "}\n")
+    for args in (
+        ["status"],
+        ["table", "table2", "data=synthetic", "model=resnet20"],
+        ["plot", "runs", "data=synthetic"],
+    ):
+        full = [*args, f"store.root={root}", *(["--out", str(tmp_path / "fig")] if args[0] == "plot" else [])]
+        res = _within(60, lambda full=full: CliRunner().invoke(app, full))
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.output
+        assert "Traceback" not in res.output and "RecursionError" not in res.output
+    result = json.loads((two_seeds / "runs" / d.name / "result.json").read_text())
+    overrides = [*_b(tmp_path), f"seed={result['config']['seed']}", f"store.root={root}"]
+    res = _within(120, lambda: CliRunner().invoke(app, ["train", "--quiet", *overrides]))
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code in (0, 1) and "Traceback" not in res.output, res.output
+    assert res.exit_code == 0 or (len(lines) == 1 and lines[0].startswith("error:") and name in lines[0])
