@@ -132,12 +132,13 @@ def sweep(
 ):
     """Run every cell of a preset grid (skip ended cells, resume partial ones)."""
     from . import store
+    from .config import home_expanded
     from .progress import doing
     from .step import check_together
     from .sweep import absolute_paths, check_launcher, flags, plan, task, unended
     from .validate import check_cells
 
-    args = list(overrides or [])
+    args = home_expanded(overrides or [])
     try:
         check_launcher(args)
     except ValueError as e:
@@ -213,11 +214,12 @@ def status(
 ):
     """What is done, running, failed or pending, read from the store."""
     from . import store
+    from .config import home_expanded
     from .sweep import plan
 
-    args = list(overrides or [])
+    args = home_expanded(overrides or [])
     if preset and "=" in preset:  # no preset: the first argument is an override (status store.root=DIR)
-        preset, args = None, [preset, *args]
+        preset, args = None, home_expanded([preset, *args])
     if preset:
         try:
             cells = plan(preset, args)
@@ -293,7 +295,7 @@ def _filters(args: Optional[list[str]]) -> tuple[str, dict]:
         if not sep:
             fail(f"filter {arg!r} is not key=value (e.g. data=synthetic budget=smoke seed=0)")
         if key == "store.root":
-            root = value
+            root = os.path.expanduser(value)
             continue
         values = [typed(v) for v in value.split(",")]
         filters[key] = values if len(values) > 1 else values[0]

@@ -4,6 +4,7 @@ the fields that key a run in the store."""
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
         hydra.clear()
         initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
         _initialised = hydra.hydra
+    overrides = home_expanded(overrides)
     try:
-        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
     except Exception as e:
         hint = did_you_mean(overrides)
         if hint:
@@ -62,6 +64,23 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
     if removed:  # a deletion override (``~store``): every later reader would fail on it
         raise ValueError(f"the overrides remove {removed[0]}, a setting every run needs; set a value instead")
     return cfg
+
+
+PATHS = ("store.root", "data.root")  # the settings that name a folder
+
+
+def home_expanded(overrides) -> list[str]:
+    """The overrides with ``~`` meaning home in a folder setting, as a shell would expand it (``store.root=~/x``,
+    quoted or not: Hydra's grammar reads an unquoted ``~`` as an error)."""
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        quote = value[:1] if value[:1] in ("'", '"') and value[-1:] == value[:1] else ""
+        path = value[len(quote) : len(value) - len(quote)]
+        if sep and key in PATHS and path.startswith("~"):
+            o = f"{key}={quote}{os.path.expanduser(path)}{quote}"
+        out.append(o)
+    return out
 
 
 def did_you_mean(overrides) -> str | None:

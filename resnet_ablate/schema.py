@@ -93,7 +93,7 @@ class ModelConfig:
     block: Block = Block.basic
     depth: int = axis(110, shown=True)
     stages: Optional[list[int]] = None  # units per stage; None: derived from depth (CIFAR)
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    widths: list[int] = axis(factory=lambda: [16, 32, 64], low=1)  # channels per stage, each checked
     stem: Stem = Stem.cifar
     shortcut_option: ShortcutOption = ShortcutOption.A
     projection_bn: Optional[bool] = None  # None: BN after projections in post-activation nets only [inference]

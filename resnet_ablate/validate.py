@@ -56,19 +56,24 @@ def _range(about: dict) -> str:
     return f"{'<=' if high[1] == ']' else '<'} {high[0]}"
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: the parameters and buffers a float setting becomes
+
+
 def check_values(cfg: DictConfig) -> None:
-    """Every setting within the bounds its schema field declares; every float finite (a value that is not would
-    train to nothing, or to a record no reader accepts)."""
-    for path, tp, about in BOUNDS:
-        value = OmegaConf.select(cfg, path)
-        if value is None:
-            continue
-        if tp is float and not math.isfinite(value):
-            raise ValueError(f"{path}={value} is not a finite number")
-        inside = about.get("low", value) <= value <= about.get("high", value)
-        inside &= ("above" not in about or value > about["above"]) and ("below" not in about or value < about["below"])
-        if not inside:
-            raise ValueError(f"{path}={value} is out of range; it must be {_range(about)}")
+    """Every setting within the bounds its schema field declares; every float finite in float32 (a value that is
+    not would train to nothing, overflow a tensor, or make a record no reader accepts)."""
+    for path, _, about in BOUNDS:
+        values = OmegaConf.select(cfg, path)
+        many = OmegaConf.is_list(values)  # a list (model.widths): each element within the bounds
+        for value in values if many else [] if values is None else [values]:
+            shown = f"{path}={list(values)}" if many else f"{path}={value}"
+            if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                raise ValueError(f"{shown} is not a finite float32 (a tensor holds it): |value| ≤ {FLOAT32_MAX:.3g}")
+            inside = about.get("low", value) <= value <= about.get("high", value)
+            inside &= "above" not in about or value > about["above"]
+            inside &= "below" not in about or value < about["below"]
+            if not inside:
+                raise ValueError(f"{shown} is out of range; {'each ' if many else 'it '}must be {_range(about)}")
     for key in ("model.name", "unit.name"):
         if not NAME.fullmatch(str(_get(cfg, key))):
             raise ValueError(f"{key}={_get(cfg, key)!r} is not a name: use letters, digits and _ . + - (at most 64)")
@@ -133,10 +138,11 @@ def check_data(cfg: DictConfig) -> None:
     per process), or can be fetched (data.download=true); synthetic data is written when first used."""
     from .data import LAYOUT, load_cifar
 
-    name = Dataset(cfg.data.name)
+    name, root = Dataset(cfg.data.name), data_root(cfg)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"data.root {root} is not a folder; point it at the folder that holds the datasets")
     if name is Dataset.synthetic:
         return
-    root = data_root(cfg)
     if name is Dataset.imagenet:
         if not (root / "imagenet" / "train").is_dir():
             raise ValueError(f"ImageNet not found: expected {root}/imagenet/train/<class>/* (set data.root=DIR)")

@@ -88,10 +88,13 @@ def test_a_training_failure_is_recorded_and_a_plain_rerun_retries_it(cfg, tmp_pa
         ("train.checkpoint_every=0", "train.checkpoint_every=0 is out of range; it must be >= 1"),
         ("train.device=cuda", "no CUDA device is visible"),
         ("data=cifar10", "cifar10 not found at"),
+        ("model.widths=[0,0,0]", "model.widths=[0, 0, 0] is out of range; each must be >= 1"),
+        ("data.root=FILE", "is not a folder; point it at the folder that holds the datasets"),
     ],
 )
 def test_settings_outside_the_runs_identity_never_touch_the_cell(tmp_path, setting, problem):
-    args = _store(tmp_path, setting, "data.download=false")
+    (tmp_path / "file").write_text("")
+    args = _store(tmp_path, setting.replace("FILE", str(tmp_path / "file")), "data.download=false")
     assert problem in _one_line_error(CliRunner().invoke(app, ["train", *args]))
     assert not (tmp_path / "store").exists()
 

@@ -3,6 +3,7 @@ gradient can leave is refused in one line before anything trains, and every othe
 
 import copy
 import itertools
+import re
 
 import pytest
 import torch
@@ -49,8 +50,13 @@ def test_a_dry_run_refuses_a_dead_cell_of_a_preset_and_a_bad_value_in_a_later_ce
     bad = cfg("model=resnet110", "model.depth=8", "shortcut=scaling", "shortcut.scale=-1")
     with pytest.raises(ValueError, match="shortcut.scale=-1.0 is out of range; it must be >= 0"):
         check_cells([cfg("model=resnet110", "model.depth=8", "shortcut=scaling"), bad], data=False)
-    with pytest.raises(ValueError, match="shortcut.eps=inf is not a finite number"):
-        check_cells([cfg("model=resnet110", "model.depth=8", "shortcut=layerscale", "shortcut.eps=inf")], data=False)
+    for value in ("inf", "1e308", "-1e39"):  # 1e308 overflowed α's float32 tensor with an unnamed error
+        with pytest.raises(ValueError, match=re.escape(f"shortcut.eps={float(value)} is not a finite float32")):
+            check_cells(
+                [cfg("model=resnet110", "model.depth=8", "shortcut=layerscale", f"shortcut.eps={value}")], data=False
+            )
+    with pytest.raises(ValueError, match="train.lr=1e"):
+        check_cells([cfg("model=resnet110", "model.depth=8", "train.lr=1e300")], data=False)
 
 
 def test_groupnorm_groups_must_divide_every_width_and_apply_only_to_groupnorm():

@@ -426,3 +426,17 @@ def test_a_fifo_or_a_deep_file_planted_in_a_run_never_hangs_or_breaks_a_reader_a
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert res.exit_code in (0, 1) and "Traceback" not in res.output, res.output
     assert res.exit_code == 0 or (len(lines) == 1 and lines[0].startswith("error:") and name in lines[0])
+
+
+def test_a_tilde_in_a_folder_setting_means_home_quoted_or_not(tmp_path, monkeypatch):
+    """``store.root='~/x'`` wrote into ./~/x while printing ~/x; unquoted it was a Hydra lexer error."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for root in ("'~/quoted'", "~/bare"):
+        res = CliRunner().invoke(app, ["train", "--quiet", *_b(tmp_path), f"store.root={root}"])
+        assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "home").glob("*/runs/*/result.json"))) == 2 and not (tmp_path / "~").exists()
+    res = CliRunner().invoke(app, ["status", "store.root=~/bare"])
+    assert res.exit_code == 0 and "done" in res.output
+    res = CliRunner().invoke(app, ["sweep", "table2", "store.root=~/bare", "--dry-run", *B])
+    assert res.exit_code == 0 and str(tmp_path / "home" / "bare" / "runs") in res.output.replace("\n", "")
