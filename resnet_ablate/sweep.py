@@ -36,30 +36,34 @@ from .status import Status
 
 
 def expand_grid(lines: list[str], params: list[str], arguments: list[str]) -> list[list[str]]:
-    """Cells (lists of overrides) of the union of ``lines``. An argument on a key that a line sets selects that
-    line's cells with its values (``shortcut=identity`` narrows Table 1 to its identity row); where no line has
-    its value, or on other keys, it replaces the value (``model.depth=20``)."""
+    """Cells (lists of overrides) of the union of ``lines``. An argument whose value a line holds selects: the
+    cells whose value of that key (their line's, else the params') is one it names, and no others
+    (``shortcut=identity`` narrows Table 1 to its identity row, ``shortcut=layerscale`` after2016 to its LayerScale
+    row); where no line holds its value, or on other keys, it replaces the value (``model.depth=20``)."""
     parser = OverridesParser.create()
     given = parser.parse_overrides(arguments)
     parsed = [parser.parse_overrides(shlex.split(line)) for line in lines or [""]]
     choices = [{o.get_key_element(): set(_choices(o)) for o in line} for line in parsed]
     wanted = {a.get_key_element(): set(_choices(a)) for a in given}
     selecting = {k: v for k, v in wanted.items() if any(v & line.get(k, set()) for line in choices)}
-    return _cells(parser.parse_overrides(params), parsed, given, selecting)
+    cells = _cells(parser.parse_overrides(params), parsed, given, selecting)
+    if not cells:
+        chosen = " ".join(a.input_line for a in given if a.get_key_element() in selecting)
+        raise ValueError(f"no cell of the grid holds {chosen} (each picks the rows that hold it); drop one")
+    return cells
 
 
 def _cells(params: list[Override], lines: list[list[Override]], given: list[Override], selecting: dict) -> list:
-    """The union of each line's Cartesian product: params, then the line, then the arguments that do not select
-    on it; a cell is kept when it holds a selected value of each selecting key its line sets."""
+    """The union of each line's Cartesian product: params, then the line, then the arguments that do not select;
+    a cell is kept when it holds a selected value of each selecting key."""
     cells: list[list[str]] = []
     for line in lines:
-        keys = {o.get_key_element() for o in line}
         merged: dict[str, Override] = {}
-        for override in [*params, *line, *(a for a in given if a.get_key_element() not in keys & selecting.keys())]:
+        for override in [*params, *line, *(a for a in given if a.get_key_element() not in selecting)]:
             merged.pop(override.get_key_element(), None)
             merged[override.get_key_element()] = override
         for cell in itertools.product(*(_choices(o) for o in merged.values())):
-            kept = all(not wanted.isdisjoint(cell) for key, wanted in selecting.items() if key in keys)
+            kept = all(not wanted.isdisjoint(cell) for wanted in selecting.values())
             if kept and list(cell) not in cells:
                 cells.append(list(cell))
     return cells
@@ -186,15 +190,18 @@ class Cell:
 
 
 def plan(preset: str, arguments: list[str]) -> list[Cell]:
-    """The cells of a preset's grid, composed: once per cell less its seed (seeds are copies, ``with_seed``)."""
-    cells, composed = [], {}
+    """The cells of a preset's grid, composed: once per cell less its seed (seeds are copies, ``with_seed``); a
+    cell whose run another cell of the grid already is (``seed=0,0``; a value its kind does not read) is listed once."""
+    cells, composed, seen = [], {}, set()
     for overrides in preset_grid(preset, arguments):
         rest = tuple(o for o in overrides if not o.startswith("seed="))
         if rest not in composed:
             composed[rest] = compose(list(rest))
         seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
         cfg = with_seed(composed[rest], int(seeds[0])) if seeds and seeds[0].isdigit() else compose(overrides)
-        cells.append(Cell(overrides, cfg, store.run_dir(cfg)))
+        if store.run_dir(cfg) not in seen:
+            seen.add(store.run_dir(cfg))
+            cells.append(Cell(overrides, cfg, store.run_dir(cfg)))
     return cells
 
 

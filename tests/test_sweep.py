@@ -387,3 +387,16 @@ def test_the_live_view_has_an_eta_once_a_cell_ended_though_the_running_one_has_n
     display.start(2, None)
     head, _ = display.view()
     assert "cells 2/3 ended" in head and "ETA 0.5 min" in head
+
+
+def test_an_override_on_a_key_rows_set_picks_those_rows_and_a_grid_never_lists_a_run_twice():
+    """after2016 shortcut=layerscale is its LayerScale row (it put LayerScale on every row: fixup+layerscale, a
+    duplicate key, hours counted twice); seed=0,0 is one cell; a selection no row holds is one line."""
+    from resnet_ablate.sweep import plan
+
+    cells = plan("after2016", ["shortcut=layerscale", "seed=0"])
+    assert [c.cfg.shortcut.kind for c in cells] == ["layerscale"] * 2 and {c.cfg.init for c in cells} == {"he"}
+    assert len({c.directory for c in cells}) == len(cells)
+    assert len(plan("table2", ["unit=original", "seed=0,0"])) == 2
+    proc = cli("sweep", "table1", "shortcut=identity", "shortcut.p=0.6", "--dry-run")
+    assert proc.returncode == 2 and "no cell of the grid holds" in proc.stderr
