@@ -398,5 +398,5 @@ def test_an_override_on_a_key_rows_set_picks_those_rows_and_a_grid_never_lists_a
     assert [c.cfg.shortcut.kind for c in cells] == ["layerscale"] * 2 and {c.cfg.init for c in cells} == {"he"}
     assert len({c.directory for c in cells}) == len(cells)
     assert len(plan("table2", ["unit=original", "seed=0,0"])) == 2
-    proc = cli("sweep", "table1", "shortcut=identity", "shortcut.p=0.6", "--dry-run")
+    proc = cli("sweep", "after2016", "norm=group", "shortcut=rezero", "--dry-run")
     assert proc.returncode == 2 and "no cell of the grid holds" in proc.stderr
