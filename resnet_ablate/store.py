@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import key_fields
 from .files import WriteError, atomic_write, nested_too_deep, open_nofollow, open_regular, parse_json, read_bytes
 from .record import key_of, read, read_jsonl, scan  # noqa: F401 (the store's readers)
+from .schema import Rerun
 from .status import Status
 
 
@@ -219,3 +220,12 @@ def check_writable(root: str | Path) -> None:
         raise PermissionError(
             f"store.root {str(root)!r} is not writable ({e.strerror}); choose another with store.root=DIR"
         ) from None
+
+
+def needs_run(cfg: DictConfig, directory: Path | None = None) -> bool:
+    """False when the cell has ended and the rerun policy keeps its result; a failed cell always runs again."""
+    result = read_result(directory or run_dir(cfg))
+    if result is None:
+        return True
+    status, rerun = Status(result["status"]), Rerun(cfg.store.rerun)
+    return not status.ended or rerun is Rerun.all or (rerun is Rerun.failed and status is Status.diverged)

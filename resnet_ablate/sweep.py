@@ -31,7 +31,6 @@ from omegaconf import DictConfig
 from . import checkpoint, presets, store
 from .config import compose, conf_dir, key_fields, with_seed
 from .files import open_nofollow, remove_leftovers, set_aside
-from .schema import Rerun
 from .status import Status
 
 
@@ -205,15 +204,6 @@ def plan(preset: str, arguments: list[str]) -> list[Cell]:
     return cells
 
 
-def needs_run(cfg: DictConfig, directory: Path) -> bool:
-    """False when the cell has ended and the rerun policy keeps its result; a failed cell always runs again."""
-    result = store.read_result(directory)
-    if result is None:
-        return True
-    status, rerun = Status(result["status"]), Rerun(cfg.store.rerun)
-    return not status.ended or rerun is Rerun.all or (rerun is Rerun.failed and status is Status.diverged)
-
-
 def start_worker(overrides: list[str], directories: list[Path], gpu: str | None, share: int) -> subprocess.Popen:
     """``python -m resnet_ablate train <overrides>`` pinned to one GPU (or a 1/share of the CPU cores), training the
     cells in ``directories``; its output is appended to the first one's train.log (the others' say where). In its
@@ -345,7 +335,7 @@ def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
             directory = store.run_dir(c)
             if not locks.enter_context(store.cell_lock(directory)):
                 results[directory] = {"status": Status.running.value, "key": directory.name}
-            elif not needs_run(c, directory):
+            elif not store.needs_run(c, directory):
                 results[directory] = store.read_result(directory)
             else:
                 _prepare(directory)

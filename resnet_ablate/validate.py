@@ -162,6 +162,35 @@ def check_data(cfg: DictConfig) -> None:
         )
 
 
+_IDENTITY: dict[str, dict] = {}  # the fingerprints of the images a data setting reads now, per process
+
+
+def check_record_data(cfg: DictConfig) -> None:
+    """A cell that has ended, and that this run would skip, ended on the images its data settings read now: a
+    record made on other images (``data.root`` pointed elsewhere, the files replaced) is refused, never passed off
+    as this data's result."""
+    from . import store
+    from .data import LAYOUT, data_identity, load_cifar
+
+    if store.needs_run(cfg):
+        return  # nothing ended, or it trains again
+    result = store.read_result(store.run_dir(cfg))
+    if Dataset(cfg.data.name) not in (*LAYOUT, Dataset.synthetic) or not isinstance(result.get("data"), dict):
+        return
+    key = str([cfg.data, data_root(cfg)])
+    if key not in _IDENTITY:
+        arrays, folder = load_cifar(cfg)
+        _IDENTITY[key] = data_identity(cfg, arrays, folder)
+    now, then = _IDENTITY[key], result["data"]
+    changed = [s for s in ("train", "test") if then.get(s) != now[s]]
+    if changed:
+        was = ", ".join(f"{s} {then.get(s)} now {now[s]}" for s in changed)
+        raise ValueError(
+            f"{store.run_dir(cfg)} ended on other images than data.root holds now ({was}); a finished cell is "
+            "skipped only on its own images: retrain it (--force, store.rerun=all) or use another store.root"
+        )
+
+
 def check_architecture(cfg: DictConfig) -> None:
     """Build the network on the meta device (no memory, no time), then its smallest version on the CPU for a few
     SGD steps: a composition that cannot learn is refused (``models/liveness.py``)."""
@@ -184,6 +213,7 @@ def check_cells(cfgs, data: bool = True) -> None:
         check_device(cfg)
         if data:
             check_data(cfg)
+            check_record_data(cfg)
         arch = architecture(cfg)
         if arch not in built:
             built.add(arch)

@@ -440,3 +440,21 @@ def test_a_tilde_in_a_folder_setting_means_home_quoted_or_not(tmp_path, monkeypa
     assert res.exit_code == 0 and "done" in res.output
     res = CliRunner().invoke(app, ["sweep", "table2", "store.root=~/bare", "--dry-run", *B])
     assert res.exit_code == 0 and str(tmp_path / "home" / "bare" / "runs") in res.output.replace("\n", "")
+
+
+def test_a_finished_cell_is_skipped_only_on_its_own_images(tmp_path):
+    """The same settings with data.root at other images of the same sizes: refused in one line naming both
+    fingerprints (it printed the old cell's error as done, rc 0); --force retrains it on the new images."""
+    from resnet_ablate.data import write_synthetic
+
+    args = _b(tmp_path)
+    assert CliRunner().invoke(app, ["train", "--quiet", *args]).exit_code == 0
+    other = tmp_path / "other"
+    write_synthetic(other / "synthetic" / "256-128" / "cifar-10-batches-py", 256, 128, seed=1)
+    res = CliRunner().invoke(app, ["train", "--quiet", *args, f"data.root={other}"])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "ended on other images than data.root holds now" in lines[0]
+    assert "train " in lines[0] and " now " in lines[0]
+    res = CliRunner().invoke(app, ["train", "--quiet", *args, f"data.root={other}", "store.rerun=all"])
+    assert res.exit_code == 0, res.output
+    assert CliRunner().invoke(app, ["train", "--quiet", *args, f"data.root={other}"]).exit_code == 0  # its own now

@@ -116,9 +116,9 @@ class Workers:
 
     def run(self, job: Job) -> None:
         from resnet_ablate import store
-        from resnet_ablate.sweep import needs_run, start_worker
+        from resnet_ablate.sweep import start_worker
 
-        todo = {n: directory for n, cfg, directory in job.cells if needs_run(cfg, directory)}
+        todo = {n: directory for n, cfg, directory in job.cells if store.needs_run(cfg, directory)}
         for n, _, _ in job.cells:
             if n not in todo:
                 self.display.finish(n, "skipped")
