@@ -194,11 +194,35 @@ def read(directory: Path) -> Record:
     wrong = axes.problems(result.get("config"))
     if wrong:
         raise NotARun(f"result.json's config: {wrong[0]}")
+    claim = _inconsistent(result)
+    if claim:
+        raise NotARun(f"result.json contradicts itself: {claim}")
     if axes.lookup(result["config"], "init") == "zero_last_bn" and not _zeroed_a_norm(result["config"]):
         raise NotARun("init=zero_last_bn here zeroed a BN that a ReLU follows: a net that could not learn; retrain it")
     if result.get("key") != directory.name or key_of(result["config"]) != directory.name:
         raise NotARun("its name is not the run key of its config (a copy or a renamed run)")
     return Record(directory, result)
+
+
+def _inconsistent(result: dict) -> str | None:
+    """What a record claims that its own fields or config deny: official data whose fingerprints are not the
+    official ones (where they are known) or that its config did not read; a done run that did not run its
+    schedule's iterations, or any run past them."""
+    from .data import OFFICIAL
+
+    config, data = result["config"], result.get("data") or {}
+    official = data.get("official")
+    if official is not None:
+        if official != axes.lookup(config, "data.name"):
+            return f"official {official} data under data={axes.lookup(config, 'data.name')}"
+        known = {split: fp for (name, split), fp in OFFICIAL.items() if name.value == official}
+        wrong = [split for split, fp in known.items() if data.get(split) != fp]
+        if wrong:
+            return f"official {official} data with a {wrong[0]} fingerprint of {data.get(wrong[0])!r:.20}"
+    planned, ran = axes.lookup(config, "train.iterations"), result.get("iterations")
+    if ran is not None and (ran > planned or result["status"] == Status.done and ran != planned):
+        return f"{result['status']} after {ran} iterations of train.iterations={planned}"
+    return None
 
 
 def scan(root: str | Path) -> tuple[list[Record], dict[str, list[str]]]:

@@ -458,3 +458,33 @@ def test_a_finished_cell_is_skipped_only_on_its_own_images(tmp_path):
     res = CliRunner().invoke(app, ["train", "--quiet", *args, f"data.root={other}", "store.rerun=all"])
     assert res.exit_code == 0, res.output
     assert CliRunner().invoke(app, ["train", "--quiet", *args, f"data.root={other}"]).exit_code == 0  # its own now
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"data": {"train": "973ef2abb5897efc", "test": "1" * 16, "official": "cifar10"}}, "official cifar10 data"),
+        ({"iterations": 3}, "done after 3 iterations of train.iterations=8"),
+        ({"iterations": 9, "status": "diverged"}, "diverged after 9 iterations"),
+    ],
+)
+def test_a_record_that_contradicts_itself_is_skipped_with_the_reason(two_seeds, tmp_path, change, reason):
+    """A hand-written result.json claiming the official data with another fingerprint, or a done run of fewer
+    iterations than its schedule, gave a Δ; now its own fields are checked against each other and its config."""
+    root = _copy(two_seeds, tmp_path)
+    d, result = _result(root, seed=1)
+    (d / "result.json").write_text(json.dumps({**result, **change}))
+    found, skipped = store.scan(root)
+    assert [r.config["seed"] for r in found] == [0]
+    assert any(reason in why and "contradicts itself" in why for why in skipped), skipped
+
+
+def test_an_official_claim_needs_the_official_fingerprints_where_they_are_known():
+    from resnet_ablate.record import _inconsistent
+
+    config = {"data": {"name": "cifar10"}, "train": {"iterations": 10}}
+    official = {"train": "973ef2abb5897efc", "test": "2c33b053d1cd726a", "official": "cifar10"}
+    assert _inconsistent({"config": config, "status": "done", "iterations": 10, "data": official}) is None
+    forged = {**official, "test": "1" * 16}
+    why = _inconsistent({"config": config, "status": "done", "iterations": 10, "data": forged})
+    assert why == "official cifar10 data with a test fingerprint of '1111111111111111'"
