@@ -39,7 +39,7 @@ def stack(
     def one(p, b, x):
         return functional_call(shape, (p, b), (x,))
 
-    batched = vmap(one, randomness="different")  # dropout shortcuts draw a different mask per seed
+    batched = vmap(one, randomness="error")  # masks come from each seed's own noise buffers (models/noise.py)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if channels_last:  # the seeds' channels side by side: k×N×C×H×W laid out as N×H×W×k×C

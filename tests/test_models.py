@@ -226,17 +226,25 @@ def test_drop_path_drops_whole_branches_per_sample_and_keeps_the_expectation():
     assert torch.equal(unit.eval()(x), 2 * x)  # off at evaluation
 
 
-def test_stacked_seeds_draw_their_own_drop_path_masks(cfg):
+def test_stacked_seeds_draw_their_own_drop_path_masks_whatever_they_are_stacked_with(cfg):
+    """Each seed's masks come from its own noise (keyed by its seed): two nets alike but for the seed that keys it
+    draw different masks, and a net draws the same masks alone as beside another (it drew from one shared stream:
+    seed 0 at drop path 0.5 gave 83.59% alone, 75.78% stacked with seed 1)."""
+    import copy
+
+    from resnet_ablate.models.noise import seed_noise
     from resnet_ablate.stack import stack
 
-    models = []
-    for _ in range(2):  # two identical nets: only their masks can differ
-        torch.manual_seed(0)
-        models.append(build_model(cfg("model=resnet110", "model.depth=8", "model.drop_path=0.9")).train())
-    forward, _ = stack(models)
-    x = torch.randn(1, 16, 3, 32, 32).expand(2, -1, -1, -1, -1)
-    out = forward(x)
+    torch.manual_seed(0)
+    net = build_model(cfg("model=resnet110", "model.depth=8", "model.drop_path=0.9")).train()
+    other = copy.deepcopy(net)
+    seed_noise(other, 1)  # the same weights: only the masks can differ
+    alone = copy.deepcopy(net)
+    x = torch.randn(1, 16, 3, 32, 32)
+    forward, _ = stack([net, other])
+    out = forward(x.expand(2, -1, -1, -1, -1))
     assert not torch.equal(out[0], out[1])
+    assert torch.allclose(out[0], alone(x[0]), atol=1e-5)
 
 
 def test_an_axis_added_later_leaves_the_run_keys_of_existing_runs_as_they_were(cfg):

@@ -21,6 +21,7 @@ from .test_train import _killed_and_resumed_vs_uninterrupted
         ["unit=original", "shortcut=identity"],  # option A zero-padding shortcuts
         ["model=resnet164", "model.depth=11", "unit=full_preact", "shortcut=exclusive_gating"],  # projections, gates
         ["norm=none", "init=fixup", "shortcut=rezero"],  # scalar parameters: Fixup's biases and multipliers, α
+        ["shortcut=dropout", "model.drop_path=0.5"],  # masks: each seed's own, alone or stacked
     ],
 )
 def test_a_stacked_step_updates_each_seed_as_its_own_step_would(cfg, arch):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..schema import Block, Config
+from .noise import seed_noise
 from .resnet import CONVS_PER_UNIT, ResNet, build_resnet, units_per_stage, zeroed
 from .shortcuts import SHORTCUTS
 from .units import Layers, Placement, ResidualUnit
@@ -24,7 +25,9 @@ def build_model(cfg: Config) -> ResNet:
     """The network of a composed config (``model``, ``unit``, ``shortcut``, ``data.num_classes``, ``norm``,
     ``act``, ``init``)."""
     layers = Layers.of(cfg.norm, cfg.act, cfg.groups)
-    return build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes, layers, cfg.init)
+    net = build_resnet(cfg.model, cfg.unit, cfg.shortcut, cfg.data.num_classes, layers, cfg.init)
+    seed_noise(net, cfg.seed)  # its drop-path and dropout masks: its own, whatever it trains beside
+    return net
 
 
 def architecture(cfg: Config) -> str:

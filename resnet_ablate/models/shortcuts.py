@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .noise import Noise
+
 SHORTCUTS: dict[str, Callable[..., nn.Module]] = {}
 PARAMETERS: dict[str, tuple[str, ...]] = {}  # per kind: the shortcut.* fields it reads
 
@@ -105,14 +107,14 @@ class DropoutShortcut(nn.Module):
     def __init__(self, path: nn.Module, p: float, inverted: bool):
         super().__init__()
         self.path, self.p, self.inverted = path, p, inverted
+        self.noise = Noise()  # its masks: its network's own (noise.py)
 
     def forward(self, x, fx):
         h = self.path(x)
-        if self.inverted:
-            return F.dropout(h, self.p, self.training) + fx
         if self.training:
-            return h * torch.bernoulli(torch.full_like(h, 1 - self.p)) + fx
-        return h * (1 - self.p) + fx
+            kept = h * (self.noise.uniform(h) >= self.p)
+            return (kept / (1 - self.p) if self.inverted else kept) + fx
+        return (h if self.inverted else h * (1 - self.p)) + fx
 
 
 # Factories: (cfg, in_ch, out_ch, stride, path, norm) -> module. ``path`` is chosen by the network builder;

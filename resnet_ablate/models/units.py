@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..schema import Act, Norm
+from .noise import Noise
 
 OPS = ("conv", "bn", "relu")
 
@@ -137,11 +138,12 @@ class ResidualUnit(nn.Module):
         self.split_act, self.branch, self.shortcut, self.after_add = split_act, branch, shortcut, after_add
         # A tensor, not a float: units that differ only in their rate share one compiled graph (compile=inductor)
         self.register_buffer("drop", torch.tensor(float(drop)) if drop else None, persistent=False)
+        self.noise = Noise() if drop else None  # its masks: its network's own (noise.py)
 
     def forward(self, x):
         x = self.split_act(x)
         fx = self.branch(x)
         if self.training and self.drop is not None:
-            keep = 1 - self.drop  # a mask per sample (under vmap, per seed too: stack.py draws "different")
-            fx = fx * (torch.rand_like(fx[:, :1, :1, :1]) < keep) / keep
+            keep = 1 - self.drop  # a mask per sample
+            fx = fx * (self.noise.uniform(fx[:, :1, :1, :1]) < keep) / keep
         return self.after_add(self.shortcut(x, fx))
