@@ -27,6 +27,22 @@ for _group, _node in [
     cs.store(group=_group, name="schema", node=_node, package=_group if _group != "budget" else "train")
 
 
+def _register_plugins() -> None:
+    """Our Hydra plugins (the grid sweeper, the local launcher), registered by hand as well: Hydra finds plugins by
+    walking the ``hydra_plugins`` namespace package, which a strict editable install (``pip install -e .``) hides
+    from it; an import by name finds them in every install mode."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.resnet_ablate_launcher.grid_sweeper import GridSweeper
+    from hydra_plugins.resnet_ablate_launcher.local_launcher import LocalLauncher
+
+    for plugin in (GridSweeper, LocalLauncher):
+        Plugins.instance().register(plugin)
+
+
+_register_plugins()
+
+
 def conf_dir() -> Path:
     """conf/ beside the package in a checkout, or inside it in an installed wheel."""
     here = Path(__file__).resolve().parent

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -400,3 +401,35 @@ def test_an_override_on_a_key_rows_set_picks_those_rows_and_a_grid_never_lists_a
     assert len(plan("table2", ["unit=original", "seed=0,0"])) == 2
     proc = cli("sweep", "after2016", "norm=group", "shortcut=rezero", "--dry-run")
     assert proc.returncode == 2 and "no cell of the grid holds" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [[], ["-e"]], ids=["regular", "editable"])
+def test_the_hydra_plugins_are_found_in_a_regular_and_a_strict_editable_install(tmp_path, mode):
+    """``pip install -e .`` (PEP 660, the way most users install a checkout) hid the plugins from Hydra's scan of
+    the hydra_plugins namespace: every command run outside the repository said "unknown hydra/sweeper"."""
+    import site
+    import sysconfig
+
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    purelib = sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
+    Path(purelib, "deps.pth").write_text(site.getsitepackages()[0] + "\n")  # torch & co. from this environment
+    python = str(env_dir / "bin" / "python")
+    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", *mode, str(ROOT)]
+    subprocess.run(install, check=True, capture_output=True, cwd=tmp_path)
+    where = subprocess.run(
+        [python, "-c", "import resnet_ablate; print(resnet_ablate.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,  # fmt: skip
+    ).stdout
+    assert where.startswith(str(ROOT) if mode else purelib), where  # the install under test, not the checkout
+    proc = subprocess.run(
+        [python, "-m", "resnet_ablate", "sweep", "table1", "--dry-run", "seed=0", f"store.root={tmp_path}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,  # fmt: skip
+    )
+    assert proc.returncode == 0 and "16 cells: 16 pending" in proc.stdout, proc.stderr
