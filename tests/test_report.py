@@ -519,7 +519,7 @@ def test_a_permutation_p_is_called_exact_only_when_every_permutation_was_counted
     table, _ = compare(
         _runs({"a": list(a), "b": list(b)}, {"a": range(12), "b": range(20, 32)}), "unit", ["a", "b"], {}
     )
-    assert table.loc[1, "test"] == "permutation test, 100,000 random permutations of 2,704,156"
+    assert table.loc[1, "test"] == "permutation test, 10,000 random permutations of 2,704,156"
 
 
 def test_the_papers_number_stands_plain_only_beside_its_own_net_and_recipe_and_every_difference_is_said(root):

@@ -17,7 +17,9 @@ from ..status import Status
 from .tables import KEYED, describe, differing, named, select, show
 
 ALPHA = 0.05
-EXACT_UP_TO = 2**20  # permutations enumerated; beyond, a random 100,000 of them (and the test is named so)
+BATCH = 1000  # resamples computed at once: memory stays ~n × 8 KB however many seeds (5,000 runs took 16 GB)
+EXACT_UP_TO = 2**20  # permutations enumerated; beyond, a random RANDOM of them (and the test is named so)
+RANDOM = 10_000  # p to ±0.005 at p = 0.05 (binomial SE 0.002); 100,000 took scipy 18 s at 2,500 seeds
 
 
 def _mean_difference(x, y, axis=-1):
@@ -31,7 +33,7 @@ def smallest_p(n: int, m: int | None = None) -> float:
 
 def difference(a: np.ndarray, b: np.ndarray, paired: bool, seed: int = 0) -> dict[str, Any]:
     """Δ = mean(b) − mean(a) in points, its 95% BCa bootstrap interval, and the permutation test's p: exact (every
-    permutation) up to ``EXACT_UP_TO`` of them, else from 100,000 random ones, as the test's name says."""
+    permutation) up to ``EXACT_UP_TO`` of them, else from ``RANDOM`` random ones, as the test's name says."""
     data = (a, b)
     kind = "samples" if paired else "independent"
     total = 2 ** len(a) if paired else math.comb(len(a) + len(b), len(a))
@@ -41,19 +43,22 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool, seed: int = 0) -> dic
         _mean_difference,
         permutation_type=kind,
         vectorized=True,
-        n_resamples=np.inf if exact else 100_000,
+        n_resamples=np.inf if exact else RANDOM,
+        batch=BATCH,
         random_state=seed,
     ).pvalue
     low = high = float("nan")
     with warnings.catch_warnings():  # a degenerate sample (all equal) has no interval: it stays NaN
         warnings.simplefilter("ignore")
         if paired:
-            ci = stats.bootstrap((b - a,), np.mean, method="BCa", random_state=seed).confidence_interval
+            ci = stats.bootstrap((b - a,), np.mean, method="BCa", batch=BATCH, random_state=seed).confidence_interval
         else:
-            ci = stats.bootstrap(data, _mean_difference, method="BCa", random_state=seed).confidence_interval
+            ci = stats.bootstrap(data, _mean_difference, method="BCa", batch=BATCH, random_state=seed)
+            ci = ci.confidence_interval
         low, high = float(ci.low), float(ci.high)
     name = "paired permutation (sign-flip) test" if paired else "permutation test"
-    name = f"exact {name}" if exact else f"{name}, 100,000 random permutations of {total:,}"
+    of = f"{total:,}" if total < 10**12 else f"about 10^{len(str(total)) - 1}"
+    name = f"exact {name}" if exact else f"{name}, {RANDOM:,} random permutations of {of}"
     return {"delta": float(np.mean(b) - np.mean(a)), "ci_low": low, "ci_high": high, "p": float(p), "test": name}
 
 
