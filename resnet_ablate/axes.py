@@ -8,6 +8,7 @@ derive from ``AXES``: a new axis is its schema field and its model code (docs/ar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass
@@ -53,22 +54,32 @@ class Axis:
 
 
 def _fits(tp: Any, value: Any) -> bool:
+    return _checker(tp)(value)
+
+
+@functools.cache
+def _checker(tp: Any) -> typing.Callable[[Any], bool]:
+    """Whether a value is of type ``tp``, as a function built once per type (a store of 5,000 records checks
+    every axis of each)."""
     origin = typing.get_origin(tp)
     if origin is Union:
-        return any(_fits(t, value) for t in typing.get_args(tp))
+        options = [_checker(t) for t in typing.get_args(tp)]
+        return lambda v: any(ok(v) for ok in options)
     if tp is type(None):
-        return value is None
+        return lambda v: v is None
     if origin is list:
-        return isinstance(value, list) and all(_fits(typing.get_args(tp)[0], v) for v in value)
+        item = _checker(typing.get_args(tp)[0])
+        return lambda v: isinstance(v, list) and all(map(item, v))
     if isinstance(tp, type) and issubclass(tp, Enum):
-        return value in {e.value for e in tp}
+        values = frozenset(e.value for e in tp)
+        return lambda v: isinstance(v, str) and v in values
     if tp is bool:
-        return isinstance(value, bool)
+        return lambda v: isinstance(v, bool)
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda v: isinstance(v, int) and not isinstance(v, bool)
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return isinstance(value, tp)
+        return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return lambda v: isinstance(v, tp)
 
 
 def lookup(config: dict, dotted: str) -> Any:

@@ -211,9 +211,9 @@ def _print_cells(cells, tflops: Optional[float]) -> None:
 def status(
     preset: Optional[str] = typer.Argument(None, help="A sweep preset; omit for every run in the store."),
     overrides: Optional[list[str]] = OVERRIDES,
+    every: bool = typer.Option(False, "--all", help="List every run (a store of over 100 lists all but done ones)."),
 ):
     """What is done, running, failed or pending, read from the store."""
-    from . import store
     from .config import home_expanded
     from .sweep import plan
 
@@ -233,11 +233,12 @@ def status(
         fail(f"store.root {str(root)!r} holds no runs/ folder: no store there (set store.root=DIR)")
     from .report.render import runs
 
-    table, holders = runs(root)
-    out.print(table)
-    for line in holders:
+    table, lines, skipped = runs(root, every)
+    if table.row_count or not lines:  # a large store whose runs are all done: its count alone
+        out.print(table)
+    for line in lines:
         out.print(line, highlight=False, markup=False)
-    _note_skipped(store.scan(root)[1])
+    _note_skipped(skipped)
 
 
 def _note_skipped(skipped) -> None:

@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from . import checkpoint, presets, store
 from .config import compose, conf_dir, key_fields, with_seed
 from .files import open_nofollow, remove_leftovers, set_aside
+from .record import key_of
 from .status import Status
 
 
@@ -52,10 +53,14 @@ def expand_grid(lines: list[str], params: list[str], arguments: list[str]) -> li
     return cells
 
 
+MAX_CELLS = 20_000  # a grid larger is refused at once (a 100,000-cell dry run composed silently for 10 minutes)
+
+
 def _cells(params: list[Override], lines: list[list[Override]], given: list[Override], selecting: dict) -> list:
     """The union of each line's Cartesian product: params, then the line, then the arguments that do not select;
     a cell is kept when it holds a selected value of each selecting key."""
     cells: list[list[str]] = []
+    held: set[tuple[str, ...]] = set()
     for line in lines:
         merged: dict[str, Override] = {}
         for override in [*params, *line, *(a for a in given if a.get_key_element() not in selecting)]:
@@ -63,8 +68,14 @@ def _cells(params: list[Override], lines: list[list[Override]], given: list[Over
             merged[override.get_key_element()] = override
         for cell in itertools.product(*(_choices(o) for o in merged.values())):
             kept = all(not wanted.isdisjoint(cell) for wanted in selecting.values())
-            if kept and list(cell) not in cells:
+            if kept and cell not in held:
+                held.add(cell)
                 cells.append(list(cell))
+            if len(cells) > MAX_CELLS:
+                raise ValueError(
+                    f"the grid has more than {MAX_CELLS:,} cells; split it into sweeps of fewer "
+                    "(e.g. seed=range(0,5000), then seed=range(5000,10000))"
+                )
     return cells
 
 
@@ -195,12 +206,17 @@ def plan(preset: str, arguments: list[str]) -> list[Cell]:
     for overrides in preset_grid(preset, arguments):
         rest = tuple(o for o in overrides if not o.startswith("seed="))
         if rest not in composed:
-            composed[rest] = compose(list(rest))
+            composed[rest] = (compose(list(rest)), key_fields(compose(list(rest))))
         seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("seed=")]
-        cfg = with_seed(composed[rest], int(seeds[0])) if seeds and seeds[0].isdigit() else compose(overrides)
-        if store.run_dir(cfg) not in seen:
-            seen.add(store.run_dir(cfg))
-            cells.append(Cell(overrides, cfg, store.run_dir(cfg)))
+        if seeds and seeds[0].isdigit():  # a seed's copy, keyed by its cell's fields with its seed (cheap at 1,000s)
+            cfg = with_seed(composed[rest][0], int(seeds[0]))
+            directory = Path(cfg.store.root) / "runs" / key_of({**composed[rest][1], "seed": cfg.seed})
+        else:
+            cfg = compose(overrides)
+            directory = store.run_dir(cfg)
+        if directory not in seen:
+            seen.add(directory)
+            cells.append(Cell(overrides, cfg, directory))
     return cells
 
 

@@ -433,3 +433,16 @@ def test_the_hydra_plugins_are_found_in_a_regular_and_a_strict_editable_install(
         text=True,  # fmt: skip
     )
     assert proc.returncode == 0 and "16 cells: 16 pending" in proc.stdout, proc.stderr
+
+
+def test_a_plans_seed_copies_are_keyed_as_their_configs_and_a_huge_grid_is_refused_at_once():
+    """plan keys a seed's copy from its cell's fields (1,000 cells: 16.6 s, now 8.6 s); a 100,000-cell grid is
+    refused with the reason in seconds (it composed silently for 10 minutes)."""
+    from resnet_ablate.sweep import MAX_CELLS, plan
+
+    cells = plan("after2016", ["seed=range(2)"])
+    assert all(c.directory == store.run_dir(c.cfg) for c in cells) and len(cells) == 44
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=f"more than {MAX_CELLS:,} cells; split it"):
+        expand_grid([], [], ["seed=range(100000)"])
+    assert time.monotonic() - start < 60  # quadratic de-duplication took minutes here

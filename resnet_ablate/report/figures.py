@@ -66,7 +66,10 @@ class Styles:
         settings = list(dict.fromkeys(runs.apply(_setting, axis=1, varying=self.varying))) if len(runs) else []
         cycle = plt.get_cmap("tab10" if len(settings) <= 10 else "tab20").colors
         self.colours = {s: cycle[i % len(cycle)] for i, s in enumerate(settings)}
-        self.seeds = {seed: SEED_STYLES[i % len(SEED_STYLES)] for i, seed in enumerate(sorted(set(runs["seed"])))}
+        seeds = sorted(set(runs["seed"]))  # a style per seed while there are styles to tell them apart
+        many = len(seeds) > len(SEED_STYLES)
+        self.seeds = {seed: "-" if many else SEED_STYLES[i] for i, seed in enumerate(seeds)}
+        self.note = f"one line per seed ({len(seeds):,} seeds)" if many else None
 
     def of(self, r: pd.Series) -> dict[str, Any]:
         return {"color": self.colours[_setting(r, self.varying)], "linestyle": self.seeds[r["seed"]]}
@@ -75,6 +78,8 @@ class Styles:
         handles = [Line2D([], [], color=c, label=literal(s)) for s, c in self.colours.items()]
         if len(set(self.seeds.values())) > 1:
             handles += [Line2D([], [], color="grey", linestyle=ls, label=f"seed {k}") for k, ls in self.seeds.items()]
+        if self.note:
+            handles.append(Line2D([], [], color="grey", label=self.note))
         handles += [Line2D([], [], color="grey", label=label, **style) for label, style in extra]
         ax.legend(
             handles=handles,
@@ -115,13 +120,27 @@ def _iterations(ax) -> None:
 
 
 def _test_and_loss(axes, runs: pd.DataFrame, root: Path) -> None:
-    """Every run: test error (left panel) and training loss (right panel); a colour per setting, a style per seed."""
+    """Test error (left panel) and training loss (right panel), a colour per setting: every run, a style per seed;
+    past ``len(SEED_STYLES)`` seeds (styles no longer tell them apart), each setting's median over its seeds with
+    their range shaded."""
     styles = Styles(runs)
-    for _, r in runs.iterrows():
-        rows = _metrics(root, r)
-        it = [m["iteration"] for m in rows]
-        axes[0].plot(it, [100 * m["test_error"] for m in rows], **styles.of(r))
-        axes[1].plot(it, [m["train_loss"] for m in rows], **styles.of(r))
+    if len(styles.seeds) <= len(SEED_STYLES):
+        for _, r in runs.iterrows():
+            rows = _metrics(root, r)
+            it = [m["iteration"] for m in rows]
+            axes[0].plot(it, [100 * m["test_error"] for m in rows], **styles.of(r))
+            axes[1].plot(it, [m["train_loss"] for m in rows], **styles.of(r))
+    else:
+        by_setting = runs.assign(setting=runs.apply(_setting, axis=1, varying=styles.varying)).groupby("setting")
+        for setting, group in by_setting:
+            long = pd.DataFrame([m for _, r in group.iterrows() for m in _metrics(root, r)])
+            long["test_error"] *= 100
+            for ax, column in zip(axes, ("test_error", "train_loss")):
+                spread = long.groupby("iteration")[column].agg(["median", "min", "max"])
+                ax.plot(spread.index, spread["median"], color=styles.colours[setting])
+                ax.fill_between(spread.index, spread["min"], spread["max"], color=styles.colours[setting], alpha=0.2)
+        styles.seeds = {}  # the legend's last line says what a line is
+        styles.note = f"median over {len(set(runs['seed'])):,} seeds, shaded: their range"
     for ax, label in zip(axes, ("test error (%)", "training loss")):
         _iterations(ax)
         ax.set_ylabel(label)

@@ -18,7 +18,7 @@ from .. import presets, store
 from ..axes import COLUMNS as AXES_BY_COLUMN
 from .compare import compare
 from .figures import FIGURES, plot
-from .tables import FOLLOW_UPS, build, layout, named, not_comparable_note, records, select, show, table_runs
+from .tables import FOLLOW_UPS, build, frame, layout, named, not_comparable_note, select, show, table_runs
 
 PAGE = jinja2.Template(
     """<!doctype html>
@@ -185,11 +185,11 @@ def _provenance(found: list, missing: int) -> dict[str, str]:
 
 def report(root: str | Path, filters: dict[str, Any]) -> str:
     """The report's HTML for the store at ``root``, restricted by ``filters``: a section per dataset and budget."""
-    df = records(root)
+    scanned = store.scan(root)  # once: a store may hold thousands of runs
+    df, found = frame(*scanned), {r.key: r for r in scanned[0]}
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
     filters = {named(df, k): v for k, v in filters.items()}
-    found = {r.key: r for r in store.scan(root)[0]}
     shown, missing = [], 0
     for where in sections(df, filters):
         tables, cells_, n = _tables(df, where, found)

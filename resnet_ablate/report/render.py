@@ -203,29 +203,45 @@ def _on_this_cpu(cfg) -> bool:
         return False
 
 
-def runs(root: Path) -> tuple[Table, list[str]]:
-    """Every run directory of a store: status, the shown axes, test error, SLURM job; and a line per held cell
-    naming its lock's holder."""
+LISTED = 100  # a store of more runs lists those not done (``--all``: every run) and counts the done ones
+
+
+def runs(root: Path, every: bool = False) -> tuple[Table, list[str], dict[str, list[str]]]:
+    """The store's run directories (every one, or all but the done ones in a large store): status, the shown axes,
+    test error, SLURM job; the lines to print under it (each held cell's holder, the done runs not listed); and
+    the entries that are not runs of ours, by reason. Each run's record is read once."""
     from .. import store
     from ..axes import AXES, lookup
+    from ..record import NotARun
     from ..slurm import jobs as slurm_jobs
+    from ..status import Status
 
     shown = [a for a in AXES if a.shown]
     dirs = sorted(d for d in (root / "runs").iterdir() if d.is_dir() and not d.is_symlink())
     jobs = slurm_jobs(dirs)
     table = Table("run", "status", *(a.column for a in shown), "test err", *(["SLURM job"] if jobs else []))
-    holders = []
+    lines, skipped, unlisted = [], {}, 0
     for d in dirs:
-        result = store.read_result(d) or {}
+        try:
+            result = store.read(d).result
+        except (FileNotFoundError, NotARun) as e:
+            result = {}
+            if isinstance(e, NotARun):
+                skipped.setdefault(str(e), []).append(d.name)
         c = result.get("config") or store.saved_config(d)
         err = result.get("test_error")
-        state = store.cell_status(d)
+        state = Status(result["status"]) if result else store.cell_status(d)
         if state == "running":
-            holders.append(f"{d.name}: held by {store.lock_holder(d)}")
+            lines.append(f"{d.name}: held by {store.lock_holder(d)}")
+        if state == "done" and not every and len(dirs) > LISTED:
+            unlisted += 1
+            continue
         row = [d.name, str(state), *(number(lookup(c, a.path)) for a in shown)]
         row += [f"{100 * err:.2f}%" if err is not None else "", *([jobs.get(d, "")] if jobs else [])]
         table.add_row(*map(escape, row))
-    return table, holders
+    if unlisted:
+        lines.append(f"{unlisted:,} done runs not listed (--all lists every run; table and compare read them)")
+    return table, lines, skipped
 
 
 def bench(rows: list[dict], title: str) -> Table:

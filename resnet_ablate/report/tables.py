@@ -34,7 +34,11 @@ def records(root: str | Path) -> pd.DataFrame:
     """One row per ended run (``Record.row``: key, status, one column per axis, the budget its schedule matches,
     its data's fingerprint and whether it is the official data, errors in %). What the store holds that is not a
     run of ours is left out, and said in ``df.attrs["skipped"]`` (reason: entries)."""
-    found, skipped = scan(root)
+    return frame(*scan(root))
+
+
+def frame(found: list, skipped: dict[str, list[str]]) -> pd.DataFrame:
+    """``records`` from a scan already made (``record.scan``'s runs and skipped entries)."""
     df = pd.DataFrame([r.row() for r in found], columns=list(COLUMNS))
     df.attrs["skipped"] = skipped
     return df
@@ -197,8 +201,13 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
 
     def at_depth(label: str, c: TableCell) -> str:  # "resnet110 at depth 20": a net not at its paper depth
         m = str(c.match.get("model", chosen.get("model")))
-        paper = str(paper_recipe(params, c.overrides)["depth"])
-        return label.replace(m, f"{m} at depth {ran[m]}") if ran.get(m, paper) != paper and m in label else label
+        if m not in ran or m not in label:  # no run of it: the paper's label (no config composed)
+            return label
+        return (
+            label.replace(m, f"{m} at depth {ran[m]}")
+            if ran[m] != str(paper_recipe(params, c.overrides)["depth"])
+            else label
+        )
 
     out = []
     for c in specs:
