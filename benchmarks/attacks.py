@@ -3,7 +3,8 @@ result.json files, short recipes under the paper's label, store paths with odd c
 finished cell's settings, a diverged seed beside done ones, a drop-path seed stacked with another, forged records
 (official data with another fingerprint, a done run short of its schedule), FIFOs planted as a run's files, JSON
 nested 1,000 deep. Each trial starts from a copy of a store of real tiny runs, attacks it, reads it back and reruns
-its cell; the script counts wrong numbers shown, writes outside the store, runs lost and hangs (each should be 0).
+its cell; the script counts wrong numbers shown, writes outside the store, runs lost (a cell that has not ended
+after its rerun) and hangs (each should be 0).
 
     python benchmarks/attacks.py [--trials 40] [--seed 0]
 """
@@ -149,7 +150,7 @@ def trial(kind: str, rng: random.Random, base: Path, tmp: Path, data: Path) -> d
                 planted.unlink()
             run_cells(compose(overrides(root, data, f"seed={seed}")))
         directory = store.run_dir(compose(overrides(root, data, f"seed={seed}")))
-        found["lost"] += store.cell_status(directory) != "done"
+        found["lost"] += not store.cell_status(directory).ended  # done, or diverged as its record says
     found["wrong"] += shown_wrong(root)
     found["outside"] += victim.read_text() != "precious"
     found["outside"] += {p.name for p in tmp.iterdir()} - {root.name, "other", "alone", "stacked"} != outside_before

@@ -420,8 +420,8 @@ def report(
     filters: Optional[list[str]] = typer.Argument(None, help="key=value filters, e.g. data=cifar10; store.root=DIR"),
     out_file: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
 ):
-    """One self-contained HTML page: every paper table the store can fill, the figures, the verdicts of Table 2's
-    placements and Table 1's shortcuts, and the provenance of every number."""
+    """One self-contained HTML page: every paper table the store can fill, each table's verdicts (as its preset lays
+    them out), the figures, the runs no table holds, and the provenance of every number."""
     from .progress import doing
     from .report.page import report as render
     from .store import scan
