@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.multiprocessing.spawn import ProcessException
 
 from . import __version__, checkpoint, distributed, store
 from .config import key_fields
@@ -49,9 +50,23 @@ def train(cfg: DictConfig, directory: Path, progress: OnProgress | None = None) 
             raise ValueError(f"train.batch_size {cfg.train.batch_size} does not split over train.gpus={cfg.train.gpus}")
         plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         lines = functools.partial(print_evaluation, directory.name, cfg.train.iterations) if progress else None
-        distributed.spawn(cfg.train.gpus, train_seeds, [plain], [directory], lines)
+        try:
+            distributed.spawn(cfg.train.gpus, train_seeds, [plain], [directory], lines)
+        except ProcessException as e:  # a rank raised, or died
+            raise _rank_error(e) from None
         return store.read_json(directory / "result.json")
     return train_seeds([cfg], [directory], progress)[0]
+
+
+def _rank_error(e: Exception) -> Exception:
+    """A rank's failure as one process's would be: a ``TrainingError`` (recorded against the cell as ``failed``)
+    where training raised one, else the rank's last line as a ``RuntimeError``. The rank torch reports is the first
+    it saw end: the one that failed, or another that lost its connection to it."""
+    last = next((line for line in reversed(str(e).splitlines()) if line.strip()), str(e))
+    rank = getattr(e, "error_index", "?")
+    if "TrainingError: " in last:
+        return TrainingError(f"rank {rank}: {last.split('TrainingError: ', 1)[1]}")
+    return RuntimeError(f"rank {rank} failed: {last}")
 
 
 def train_seeds(cfgs: list[DictConfig], directories: list[Path], progress: OnProgress | None = None) -> list[dict]:

@@ -362,3 +362,30 @@ def test_a_step_says_what_it_is_doing_only_when_it_takes_long(monkeypatch, capsy
     with progress.doing("slow step"):
         time.sleep(0.5)
     assert capsys.readouterr().err == "slow step …\n"
+
+
+@pytest.mark.slow
+def test_a_ddp_rank_that_fails_records_the_cell_as_failed_like_one_process(tmp_path):
+    """train.gpus=2 on the CPU (gloo), rank 1 failing while it trains (a sitecustomize on the ranks' PYTHONPATH):
+    torch's ProcessRaisedException reached the parent and no `failed` record was written."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import os\n"
+        "from resnet_ablate.train import Training\n"
+        "real = Training.record_evaluation\n"
+        "def broken(self, done, *args):\n"
+        "    if os.environ.get('RANK') == '1':\n"
+        "        raise RuntimeError('CUDA error: an illegal memory access was encountered')\n"
+        "    return real(self, done, *args)\n"
+        "Training.record_evaluation = broken\n"
+    )
+    args = [*TINY, "train.gpus=2", "train.iterations=8", "train.eval_every=4", "train.milestones=[4,6]"]
+    args += ["train.warmup_iterations=0", f"store.root={tmp_path / 's'}", f"data.root={tmp_path / 'd'}"]
+    proc = cli("train", "--quiet", *args, env={"PYTHONPATH": str(inject)})
+    last = proc.stderr.strip().splitlines()[-1]  # torch may warn first that it terminates the other rank
+    assert proc.returncode == 1 and last.startswith("error: training failed (rank "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    (result,) = store.results(tmp_path / "s")
+    assert result["status"] == "failed" and result["error"].startswith("rank ")
+    assert "illegal memory access" in result["error"] or "Connection" in result["error"]  # whichever rank torch saw
