@@ -21,10 +21,10 @@ demo: setup
 	$(BIN)/resnet-ablate table table2 data=synthetic budget=demo store.root=results/demo
 
 test: setup
-	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py benchmarks/attacks.py benchmarks/plan.py benchmarks/fidelity_cpu.py
+	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py benchmarks/attacks.py benchmarks/plan.py benchmarks/fidelity_cpu.py benchmarks/scale.py
 	$(BIN)/python -m pytest -q
 
 # The daily loop (about 5 minutes on 2 cores): everything but the end-to-end runs of real processes (`slow`).
 test-fast: setup
-	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py benchmarks/attacks.py benchmarks/plan.py benchmarks/fidelity_cpu.py
+	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py benchmarks/attacks.py benchmarks/plan.py benchmarks/fidelity_cpu.py benchmarks/scale.py
 	$(BIN)/python -m pytest -q -m "not slow"

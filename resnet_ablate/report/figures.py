@@ -3,6 +3,8 @@ initialisation of any variants (``signal``: built, not read from the store)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -234,11 +236,6 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
     ``recipe.signal`` measures it: the activations' RMS after each unit and the gradient reaching them. The
     variants are a preset's cells (``after2016``, narrowed by the other arguments as ``sweep`` narrows it) or the
     cells of the arguments' comma lists (``unit=original,full_preact norm=none``)."""
-    import torch
-
-    from ..config import compose
-    from ..models import build_model
-    from ..recipe import signal as measure
     from ..sweep import axes, expand_grid, preset_grid
 
     preset = arguments[0] if arguments and "=" not in arguments[0] else None
@@ -247,10 +244,33 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
     values, varying = axes(cells)
     spec = presets.load(preset) if preset else None
     fig, (fwd, bwd) = plt.subplots(1, 2, figsize=(12, 4.6))
-    cycle = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
     names = [spec.label(v, with_column=False) if spec else None for v in values]
     full = [spec.label(v, with_column=True) if spec else None for v in values]
     names = full if len(set(full)) > len(set(names)) else names  # name the columns too where rows repeat
+    with _idle_cores_only():
+        _draw_signal(fwd, bwd, cells, values, varying, names, batch)
+    where = " ".join([*([preset] if preset else []), *rest])
+    for ax, what in ((fwd, "RMS of x_{l+1} (forward)"), (bwd, "RMS of ∂E/∂x_{l+1} (backward)")):
+        ax.set_yscale("log")
+        ax.set_xlabel("residual unit l")
+        ax.set_title(what, fontsize=9)
+    fwd.legend(loc="upper center", bbox_to_anchor=(1.1, -0.14), ncol=2, fontsize=7, frameon=False)
+    title = (
+        f"signal at initialisation ({where}): one batch of {batch} Gaussian images, training mode (batch statistics)"
+    )
+    fig.suptitle(literal(title), fontsize=9)
+    return _save(fig, out, "signal")
+
+
+def _draw_signal(fwd, bwd, cells, values, varying, names, batch: int) -> None:
+    """Each cell's network at initialisation, measured on one batch (seed 0) and drawn on the two panels."""
+    import torch
+
+    from ..config import compose
+    from ..models import build_model
+    from ..recipe import signal as measure
+
+    cycle = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
     for i, (cell, value) in enumerate(zip(cells, values)):
         label = names[i] or " ".join(f"{k}={value[k]}" for k in varying) or "as composed"
         cfg = compose(cell)
@@ -268,14 +288,18 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
         style = {"color": cycle[i % len(cycle)], "linestyle": SEED_STYLES[i % 4]}  # variants equal at init: dashes
         fwd.plot(units, activations, label=literal(label), **style)
         bwd.plot(units, [g or float("nan") for g in gradients], **style)
-    for ax, what in ((fwd, "RMS of x_{l+1} (forward)"), (bwd, "RMS of ∂E/∂x_{l+1} (backward)")):
-        ax.set_yscale("log")
-        ax.set_xlabel("residual unit l")
-        ax.set_title(what, fontsize=9)
-    fwd.legend(loc="upper center", bbox_to_anchor=(1.1, -0.14), ncol=2, fontsize=7, frameon=False)
-    where = " ".join([*([preset] if preset else []), *rest])
-    title = (
-        f"signal at initialisation ({where}): one batch of {batch} Gaussian images, training mode (batch statistics)"
-    )
-    fig.suptitle(literal(title), fontsize=9)
-    return _save(fig, out, "signal")
+
+
+@contextlib.contextmanager
+def _idle_cores_only():
+    """torch's CPU threads capped at the cores other processes leave idle (the 1-minute load average): OpenMP
+    threads spin at every barrier, and on a 2-core machine whose other core was busy, two threads took 31.5 s of
+    CPU for ``plot signal after2016 model=resnet110`` where one took 13.7 s."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - round(os.getloadavg()[0]))))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
