@@ -37,7 +37,7 @@ def _unit_convs(block: Block, width: int, stride: int, stride_on: str) -> list[C
     if stride_on not in ("first_1x1", "3x3"):
         raise ValueError(f"model.stride_on must be first_1x1 or 3x3, got {stride_on!r}")
     s1, s3 = (stride, 1) if stride_on == "first_1x1" else (1, stride)
-    return [ConvSpec(width, 1, s1), ConvSpec(width, 3, s3), ConvSpec(4 * width, 1)]
+    return [ConvSpec(width, 1, s1), ConvSpec(width, 3, s3), ConvSpec(EXPANSION[block] * width, 1)]
 
 
 class ResNet(nn.Module):
