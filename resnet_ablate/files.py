@@ -110,12 +110,13 @@ def nested_too_deep(obj: Any) -> bool:
 def parse_json(raw: bytes | str) -> Any:
     """JSON as Python data; ValueError for text that is not JSON or that nests deeper than ``MAX_DEPTH`` (a
     1,000-deep file is a ValueError here, not a RecursionError in whoever reads it)."""
+    too_deep = f"JSON nested deeper than {MAX_DEPTH} levels, not a record of ours"
     try:
         obj = json.loads(raw)
     except RecursionError:
-        raise ValueError("JSON nested too deep") from None
+        raise ValueError(too_deep) from None
     if nested_too_deep(obj):
-        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        raise ValueError(too_deep)
     return obj
 
 

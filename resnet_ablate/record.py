@@ -181,7 +181,9 @@ def read(directory: Path) -> Record:
     try:
         result = parse_json(raw)
     except ValueError as e:
-        raise NotARun(f"result.json is not JSON of ours ({e})") from None
+        raise NotARun(
+            "result.json is not JSON" if isinstance(e, json.JSONDecodeError) else f"result.json: {e}"
+        ) from None
     if not isinstance(result, dict):
         raise NotARun(f"result.json is a JSON {type(result).__name__}, not an object")
     if result.get("status") not in {s.value for s in ENDED}:

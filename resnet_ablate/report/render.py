@@ -217,17 +217,20 @@ def runs(root: Path, every: bool = False) -> tuple[Table, list[str], dict[str, l
     from ..status import Status
 
     shown = [a for a in AXES if a.shown]
-    dirs = sorted(d for d in (root / "runs").iterdir() if d.is_dir() and not d.is_symlink())
+    entries = sorted((root / "runs").iterdir())
+    dirs = [d for d in entries if d.is_dir() and not d.is_symlink()]
     jobs = slurm_jobs(dirs)
     table = Table("run", "status", *(a.column for a in shown), "test err", *(["SLURM job"] if jobs else []))
     lines, skipped, unlisted = [], {}, 0
-    for d in dirs:
+    for d in entries:
         try:
             result = store.read(d).result
         except (FileNotFoundError, NotARun) as e:
             result = {}
             if isinstance(e, NotARun):
                 skipped.setdefault(str(e), []).append(d.name)
+        if d not in dirs:  # a stray file or a link: said in the notes, not a row
+            continue
         c = result.get("config") or store.saved_config(d)
         err = result.get("test_error")
         state = Status(result["status"]) if result else store.cell_status(d)
