@@ -336,6 +336,8 @@ def test_figures_are_drawn_as_png_and_pdf(root, tmp_path):
 
 @pytest.mark.slow
 def test_a_figure_of_20_runs_has_a_colour_per_setting_a_style_per_seed_and_its_legend_below_the_axes(tmp_path):
+    """Up to 8 seeds, a line per run, a style per seed; past them (styles no longer tell seeds apart) each
+    setting's median over its seeds with their range shaded, said in the legend."""
     from resnet_ablate.report.figures import figure
 
     for unit in ("original", "full_preact"):
@@ -343,21 +345,26 @@ def test_a_figure_of_20_runs_has_a_colour_per_setting_a_style_per_seed_and_its_l
         run_cells(
             compose([*TINY, "model.depth=8", f"unit={unit}", f"launcher.seeds=[{seeds}]", f"store.root={tmp_path}"])
         )
-    fig = figure("runs", tmp_path, {})
+    fig = figure("runs", tmp_path, {"seed": [0, 1, 2, 3]})
     error = fig.axes[0]
     lines = error.get_lines()
-    assert len(lines) == 20 and len({line.get_color() for line in lines}) == 2  # a colour per placement
+    assert len(lines) == 8 and len({line.get_color() for line in lines}) == 2  # a colour per placement
     styles = {}
     for line in lines:  # the seeds in the same order under each colour, a style each
         styles.setdefault(line.get_color(), []).append(line.get_linestyle())
     first, second = styles.values()
-    assert first == second and len(set(first)) == 4  # "-", "--", ":", "-." (and dash patterns beyond)
+    assert first == second and len(set(first)) == 4  # "-", "--", ":", "-."
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     legend = error.get_legend().get_window_extent(renderer)
     assert legend.y1 <= error.xaxis.get_tightbbox(renderer).y0  # below the axes and their labels, not over the data
     texts = [t.get_text() for t in error.get_legend().get_texts()]
-    assert len(texts) == 12 and "seed 9" in texts and any("full_preact" in t for t in texts)
+    assert len(texts) == 6 and "seed 3" in texts and any("full_preact" in t for t in texts)
+    fig = figure("runs", tmp_path, {})  # 10 seeds: a median and a band per placement
+    error = fig.axes[0]
+    assert len(error.get_lines()) == 2 and len(error.collections) == 2
+    texts = [t.get_text() for t in error.get_legend().get_texts()]
+    assert texts[-1] == "median over 10 seeds, shaded: their range" and len(texts) == 3
 
 
 def test_a_paper_figure_leaves_out_a_panel_whose_variant_has_no_run(root):

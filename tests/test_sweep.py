@@ -307,8 +307,8 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
         "model.depth=8",
         "unit=original",
         "seed=0",
-        "train.iterations=60",
-        "train.milestones=[30,45]",
+        "train.iterations=160",  # long enough that a loaded machine cannot finish before the Ctrl-C lands
+        "train.milestones=[80,120]",
         "train.eval_every=4",
         f"store.root={tmp_path}",
         f"data.root={tmp_path / 'data'}",
