@@ -313,7 +313,9 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
         f"store.root={tmp_path}",
         f"data.root={tmp_path / 'data'}",
     ]
-    sweep = start_cli("sweep", *args)
+    # as a terminal's foreground process: SIGINT at its default (a harness started in the background ignores it,
+    # and an ignored SIGINT is inherited: Python then never raises KeyboardInterrupt)
+    sweep = start_cli("sweep", *args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not list(tmp_path.glob("runs/*/checkpoint.pt")):
         time.sleep(0.2)
