@@ -64,7 +64,7 @@ def _cell(text: Any, width: int) -> str:
 
 def latex(frame: pd.DataFrame, caption: str, label: str, index: bool = True) -> str:
     """A booktabs table (pandas' layout) whose every cell, header and caption is escaped by ``latex_text``, in
-    ``\\small`` with long cells stacked on lines, so that it fits an ``article``'s text width."""
+    ``\\footnotesize`` with long cells stacked on lines, so that it fits an ``article``'s text width."""
     columns = frame.columns
     if isinstance(columns, pd.MultiIndex):  # a paper table: a net spanning its ours / paper / Δ
         columns = pd.MultiIndex.from_tuples([tuple(map(latex_text, c)) for c in columns])
@@ -218,8 +218,8 @@ def runs(root: Path, every: bool = False) -> tuple[Table, list[str], dict[str, l
 
     shown = [a for a in AXES if a.shown]
     entries = sorted((root / "runs").iterdir())
-    dirs = [d for d in entries if d.is_dir() and not d.is_symlink()]
-    jobs = slurm_jobs(dirs)
+    dirs = {d for d in entries if d.is_dir() and not d.is_symlink()}  # a set: asked of each of 5,000 entries
+    jobs = slurm_jobs(sorted(dirs))
     table = Table("run", "status", *(a.column for a in shown), "test err", *(["SLURM job"] if jobs else []))
     lines, skipped, unlisted = [], {}, 0
     for d in entries:
