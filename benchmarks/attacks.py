@@ -22,9 +22,10 @@ from resnet_ablate import store
 from resnet_ablate.config import compose
 from resnet_ablate.data import write_synthetic
 from resnet_ablate.files import WriteError
+from resnet_ablate.grid import quote
 from resnet_ablate.report.compare import compare
 from resnet_ablate.report.tables import KEYED, build, records
-from resnet_ablate.sweep import quote, run_cells
+from resnet_ablate.sweep import run_cells
 from resnet_ablate.validate import check_cells
 
 CELL = ["model=resnet110", "model.depth=8", "data=synthetic", "data.synthetic_train=256", "data.synthetic_test=128",

@@ -8,7 +8,9 @@ For notebooks::
     ra.compare(df, "unit", ["original", "full_preact"]).attrs["verdicts"]
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("resnet-ablate")  # pyproject.toml's
 
 
 def results(root="results"):

@@ -20,9 +20,13 @@ import torch
 from omegaconf import DictConfig
 
 from .config import compose, with_seed
+from .cost import training_flops
 from .data import CIFAR_MEAN, CIFAR_STD, CifarOnDevice, for_seed, load_cifar
-from .models import count_macs
-from .step import build, resolve_device
+from .distributed import resolve_device
+from .models import count_macs, input_size
+from .step import build
+
+BASE = ["data=synthetic", "data.synthetic_train=5120", "data.synthetic_test=128"]  # data on any machine
 
 
 def _sync(device: torch.device) -> None:
@@ -58,14 +62,7 @@ def time_ours(
     device = resolve_device(cfg.train.device)
     torch.backends.cudnn.benchmark = True
     cuda = device.type == "cuda"
-    jobs = []
-    for i in range(streams):
-        cfgs = [with_seed(cfg, cfg.seed + i * seeds + j) for j in range(seeds)]
-        data = CifarOnDevice(cfgs[0], device)
-        models, _, step, _ = build(cfgs, device)
-        jobs.append((torch.cuda.Stream(device) if cuda else None, [for_seed(data, c.seed) for c in cfgs], step))
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    jobs, macs = _streams(cfg, device, streams, seeds)
 
     def run(job, first: int, n: int) -> None:
         stream, datas, step = job
@@ -79,10 +76,7 @@ def time_ours(
     _sync(device)
     warmup_s = time.perf_counter() - t0
     if barrier:  # k jobs: start the timed window together
-        folder, k = barrier
-        (folder / f"{os.getpid()}.ready").touch()
-        while len(list(folder.glob("*.ready"))) < k:
-            time.sleep(0.05)
+        _wait_for_all(*barrier)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=run, args=(job, warmup, steps)) for job in jobs]
     for thread in threads:
@@ -91,7 +85,6 @@ def time_ours(
         thread.join()
     _sync(device)
     elapsed = time.perf_counter() - t0
-    macs = count_macs(models[0], 32)
     images = steps * cfg.train.batch_size * streams * seeds
     return {
         "images_per_s": images / elapsed,
@@ -99,44 +92,37 @@ def time_ours(
         "warmup_compile_s": warmup_s,
         "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
         "reserved_gb": torch.cuda.max_memory_reserved(device) / 2**30 if cuda else None,
-        "tflops": 6 * macs * images / elapsed / 1e12,
+        "tflops": training_flops(macs, images) / elapsed / 1e12,
     }
+
+
+def _streams(cfg: DictConfig, device: torch.device, streams: int, seeds: int) -> tuple[list, int]:
+    """``streams`` jobs for ``time_ours`` (a CUDA stream, each network's data, the step), and one network's MACs."""
+    jobs = []
+    for i in range(streams):
+        cfgs = [with_seed(cfg, cfg.seed + i * seeds + j) for j in range(seeds)]
+        data = CifarOnDevice(cfgs[0], device)
+        models, _, step, _ = build(cfgs, device)
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        jobs.append((stream, [for_seed(data, c.seed) for c in cfgs], step))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    return jobs, count_macs(models[0], input_size(cfg))
+
+
+def _wait_for_all(folder: Path, k: int) -> None:
+    """Say this process is ready in ``folder``, and wait until ``k`` are."""
+    (folder / f"{os.getpid()}.ready").touch()
+    while len(list(folder.glob("*.ready"))) < k:
+        time.sleep(0.05)
 
 
 def time_baseline(cfg: DictConfig, steps: int, warmup: int, workers: int) -> dict[str, Any]:
     """A plain loop as popular repositories ship it: PIL transforms in DataLoader workers, eager fp32, plain SGD."""
-    from PIL import Image
-    from torchvision import transforms as T
-
     from .models import build_model
 
     device = resolve_device(cfg.train.device)
-    (xtr, ytr, _, _), _ = load_cifar(cfg)
-    tf = T.Compose(
-        [
-            T.RandomCrop(32, padding=4),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize([m / 255 for m in CIFAR_MEAN], [s / 255 for s in CIFAR_STD]),
-        ]
-    )
-
-    class Cifar(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(ytr)
-
-        def __getitem__(self, i):
-            return tf(Image.fromarray(xtr[i].transpose(1, 2, 0))), int(ytr[i])
-
-    loader = torch.utils.data.DataLoader(
-        Cifar(),
-        cfg.train.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
+    loader = _baseline_loader(cfg, workers, device.type == "cuda")
     model = build_model(cfg).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
@@ -156,6 +142,39 @@ def time_baseline(cfg: DictConfig, steps: int, warmup: int, workers: int) -> dic
     return {"images_per_s": steps * cfg.train.batch_size / elapsed, "ms_per_step": 1000 * elapsed / steps}
 
 
+def _baseline_loader(cfg: DictConfig, workers: int, pin: bool):
+    """The baseline's DataLoader: PIL images through torchvision's transforms in ``workers`` processes."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    (xtr, ytr, _, _), _ = load_cifar(cfg)
+    tf = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize([m / 255 for m in CIFAR_MEAN], [s / 255 for s in CIFAR_STD]),
+        ]
+    )
+
+    class Cifar(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(ytr)
+
+        def __getitem__(self, i):
+            return tf(Image.fromarray(xtr[i].transpose(1, 2, 0))), int(ytr[i])
+
+    return torch.utils.data.DataLoader(
+        Cifar(),
+        cfg.train.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+    )
+
+
 def _baseline_step(model, opt, batch, device) -> None:
     x, y = (t.to(device, non_blocking=True) for t in batch)
     loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -164,30 +183,14 @@ def _baseline_step(model, opt, batch, device) -> None:
     opt.step()
 
 
-def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int = 1, seeds: int = 1) -> dict[str, Any]:
-    """k concurrent ``bench --worker`` processes sharing the device (each training ``streams`` × ``seeds``
-    networks); their images/s summed over one window."""
+def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int = 1, seeds: int = 1) -> dict:
+    """k concurrent worker processes (``python -m resnet_ablate.bench``) sharing the device, each training
+    ``streams`` × ``seeds`` networks; their images/s summed over one window."""
     with tempfile.TemporaryDirectory() as folder:
         procs = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "resnet_ablate",
-                    "bench",
-                    "--worker",
-                    "--barrier",
-                    f"{folder}:{k}",
-                    "--steps",
-                    str(steps),
-                    "--warmup",
-                    str(warmup),
-                    "--streams",
-                    str(streams),
-                    "--seeds",
-                    str(seeds),
-                    *overrides,
-                ],
+                [sys.executable, "-m", "resnet_ablate.bench", folder, *map(str, (k, steps, warmup, streams, seeds))]
+                + overrides,
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -210,7 +213,7 @@ def run_jobs(overrides: list[str], k: int, steps: int, warmup: int, streams: int
 
 
 def measure(
-    base: list[str], overrides: list[str], grid: dict[str, list], steps: int, warmup: int, loader_workers, peak: float
+    overrides: list[str], grid: dict[str, list], steps: int, warmup: int, loader_workers, peak: float
 ) -> list[dict[str, Any]]:
     """One row per model × compile mode × precision × jobs × streams × seeds of ``grid`` (and per model, the plain
     baseline loop unless ``loader_workers`` is None): images/s, ms/step, MFU against ``peak``, memory."""
@@ -218,7 +221,7 @@ def measure(
     for model in grid["models"]:
         ref = None
         if loader_workers is not None:
-            b = time_baseline(compose([*base, f"model={model}"]), steps, warmup, loader_workers)
+            b = time_baseline(compose([*BASE, *overrides, f"model={model}"]), steps, warmup, loader_workers)
             ref = b["images_per_s"]
             rows.append({"model": model, "setup": "baseline: DataLoader, eager fp32", "jobs": 1, **b})
             rows[-1]["x_baseline"] = 1.0
@@ -240,3 +243,13 @@ def measure(
                 }
             )
     return rows
+
+
+def _worker(folder: str, k: str, steps: str, warmup: str, streams: str, seeds: str, *overrides: str) -> None:
+    """One of ``run_jobs``'s processes: its figures as a JSON line on stdout."""
+    cfg = compose([*BASE, *overrides])
+    print(json.dumps(time_ours(cfg, int(steps), int(warmup), (Path(folder), int(k)), int(streams), int(seeds))))
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:])

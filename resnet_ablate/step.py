@@ -18,18 +18,6 @@ from .schema import Compile, Precision
 from .stack import stack
 
 
-def resolve_device(name: str, rank: int = 0) -> torch.device:
-    """``auto``: the GPU of this rank when there is one, else the CPU. A name that is not a device here is a
-    one-line ValueError."""
-    if name not in ("auto", "cpu") and not name.startswith("cuda"):
-        raise ValueError(f"train.device={name} is not a device; valid: auto, cuda, cuda:N, cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is visible; use train.device=cpu or auto")
-    if name in ("auto", "cuda"):
-        return torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class TrainStep:
     """One SGD step ``step(batches, lr)`` of k networks trained together (k = 1 unless seeds are stacked, see
     ``stack.py``): ``batches`` holds one (x, y) per network and ``forward`` maps k×N×… inputs to k×N×classes.

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing.spawn import ProcessException
 
-from . import __version__, checkpoint, distributed, store
+from . import checkpoint, distributed, store
 from .config import key_fields
 from .data import for_seed, make_data
+from .distributed import resolve_device
 from .files import WriteError
 from .models import zeroed
 from .progress import print_evaluation
 from .recipe import evaluate, gradient_flow, lr_at
 from .stack import seed_state, stacked_state
 from .status import Status
-from .step import build, resolve_device
+from .step import build
 from .trackers import Trackers
 
 OnProgress = Callable[[int, dict | None], None]  # (iterations done, the evaluation's row or None)
@@ -267,7 +269,11 @@ class Training:
             "wall_time": round(self.elapsed, 3),
             "trained_together": len(self.runs),  # networks stacked in its process (1: alone)
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "versions": {"resnet_ablate": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "versions": {
+                "resnet_ablate": version("resnet-ablate"),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
             "git_commit": _git_commit(),
             "config": key_fields(r.cfg),
             "zeroed": zeroed(r.cfg.unit, r.cfg.norm, r.cfg.init),  # what the init set to 0 at the start

@@ -125,7 +125,7 @@ def check_shortcut(shortcut: DictConfig) -> None:
 
 
 def check_device(cfg: DictConfig) -> None:
-    from .step import resolve_device
+    from .distributed import resolve_device
 
     resolve_device(cfg.train.device)
 

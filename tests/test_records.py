@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from resnet_ablate import axes, store
 from resnet_ablate.cli import app
 from resnet_ablate.config import UNKEYED, compose, key_fields
+from resnet_ablate.grid import expand_grid, preset_grid
 from resnet_ablate.report.tables import build, records
-from resnet_ablate.sweep import expand_grid, preset_grid, run_cells
+from resnet_ablate.sweep import run_cells
 
 from .conftest import TINY, cli, start_cli
 
@@ -315,7 +316,7 @@ def test_a_store_path_with_a_comma_quotes_or_non_ascii_works_in_sweep(tmp_path):
 
 
 def _hydra_quoted(path):
-    from resnet_ablate.sweep import quote
+    from resnet_ablate.grid import quote
 
     return quote(str(path))
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from resnet_ablate import store
+from resnet_ablate.grid import stack_seeds
 from resnet_ablate.step import build
-from resnet_ablate.sweep import stack_seeds
 from resnet_ablate.train import train, train_seeds
 
 from .conftest import TINY, cli

@@ -14,7 +14,7 @@ import torch
 
 from resnet_ablate import presets, store
 from resnet_ablate.config import conf_dir
-from resnet_ablate.sweep import expand_grid, preset_grid
+from resnet_ablate.grid import expand_grid, preset_grid
 
 from .conftest import ROOT, cli, start_cli
 
@@ -345,7 +345,7 @@ def _fake_mps_control(folder, monkeypatch, exit_code=0):
 
 
 def test_mps_daemon_runs_privately_for_the_block_and_is_stopped_after(tmp_path, monkeypatch):
-    from resnet_ablate.sweep import mps_daemon
+    from resnet_ablate.workers import mps_daemon
 
     calls = _fake_mps_control(tmp_path, monkeypatch)
     with mps_daemon(True):
@@ -358,7 +358,7 @@ def test_mps_daemon_runs_privately_for_the_block_and_is_stopped_after(tmp_path, 
 
 
 def test_mps_that_fails_to_start_leaves_the_gpus_time_shared(tmp_path, monkeypatch, capsys):
-    from resnet_ablate.sweep import mps_daemon
+    from resnet_ablate.workers import mps_daemon
 
     _fake_mps_control(tmp_path, monkeypatch, exit_code=1)
     with mps_daemon(True):
@@ -395,7 +395,7 @@ def test_the_live_view_has_an_eta_once_a_cell_ended_though_the_running_one_has_n
 def test_an_override_on_a_key_rows_set_picks_those_rows_and_a_grid_never_lists_a_run_twice():
     """after2016 shortcut=layerscale is its LayerScale row (it put LayerScale on every row: fixup+layerscale, a
     duplicate key, hours counted twice); seed=0,0 is one cell; a selection no row holds is one line."""
-    from resnet_ablate.sweep import plan
+    from resnet_ablate.grid import plan
 
     cells = plan("after2016", ["shortcut=layerscale", "seed=0"])
     assert [c.cfg.shortcut.kind for c in cells] == ["layerscale"] * 2 and {c.cfg.init for c in cells} == {"he"}
@@ -440,7 +440,7 @@ def test_the_hydra_plugins_are_found_in_a_regular_and_a_strict_editable_install(
 def test_a_plans_seed_copies_are_keyed_as_their_configs_and_a_huge_grid_is_refused_at_once():
     """plan keys a seed's copy from its cell's fields (1,000 cells: 16.6 s, now 8.6 s); a 100,000-cell grid is
     refused with the reason in seconds (it composed silently for 10 minutes)."""
-    from resnet_ablate.sweep import MAX_CELLS, plan
+    from resnet_ablate.grid import MAX_CELLS, plan
 
     cells = plan("after2016", ["seed=range(2)"])
     assert all(c.directory == store.run_dir(c.cfg) for c in cells) and len(cells) == 44

@@ -1,4 +1,4 @@
-"""Hydra sweeper ``resnet_ablate_grid``: the union of a preset's grid lines (see resnet_ablate.sweep), on Hydra's
+"""Hydra sweeper ``resnet_ablate_grid``: the union of a preset's grid lines (see resnet_ablate.grid), on Hydra's
 public plugin API."""
 
 import shlex
@@ -52,7 +52,7 @@ class GridSweeper(Sweeper):
         from hydra.core.utils import JobStatus
 
         from resnet_ablate import trackers
-        from resnet_ablate.sweep import expand_grid, stack_seeds
+        from resnet_ablate.grid import expand_grid, stack_seeds
 
         cells = expand_grid(self.spec.lines(), [f"{k}={v}" for k, v in self.spec.params.items()], arguments)
         preset = self.config.hydra.runtime.choices.get("sweep") or "sweep"

@@ -64,8 +64,10 @@ class LocalLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from resnet_ablate import store
+        from resnet_ablate.grid import varying
         from resnet_ablate.progress import SweepDisplay
-        from resnet_ablate.sweep import axes, mps_daemon, seed_cells
+        from resnet_ablate.sweep import seed_cells
+        from resnet_ablate.workers import mps_daemon
 
         jobs: List[Job] = []
         rows = []  # per cell: (overrides, run directory, iterations, batch size) for the display
@@ -75,8 +77,8 @@ class LocalLauncher(Launcher):
             jobs.append(Job(list(overrides), [(len(rows) + i, c, store.run_dir(c)) for i, c in enumerate(cfgs)]))
             for c in cfgs:
                 rows.append(([*label, f"seed={c.seed}"], store.run_dir(c), c.train.iterations, c.train.batch_size))
-        values, varying = axes([r[0] for r in rows])
-        labels = [" ".join(f"{k}={v[k]}" for k in varying if k in v) or "(one cell)" for v in values]
+        values, varied = varying([r[0] for r in rows])
+        labels = [" ".join(f"{k}={v[k]}" for k in varied if k in v) or "(one cell)" for v in values]
         gpus = visible_gpus(self.gpus)
         workers = Workers(SweepDisplay([(label, *rest) for label, (_, *rest) in zip(labels, rows)]), self, gpus)
         threads = [threading.Thread(target=workers.run, args=(job,), daemon=True) for job in jobs]
@@ -116,7 +118,7 @@ class Workers:
 
     def run(self, job: Job) -> None:
         from resnet_ablate import store
-        from resnet_ablate.sweep import start_worker
+        from resnet_ablate.workers import start_worker
 
         todo = {n: directory for n, cfg, directory in job.cells if store.needs_run(cfg, directory)}
         for n, _, _ in job.cells:

@@ -59,6 +59,11 @@ def count_macs(net: nn.Module, image_size: int) -> int:
     return total
 
 
+def input_size(cfg: Config) -> int:
+    """The side of the images the network sees: CIFAR's 32, or ImageNet's training crop."""
+    return cfg.data.image_size if cfg.data.name == "imagenet" else 32
+
+
 def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
     """The architecture summary shown by ``resnet-ablate describe``."""
     if net is None:
@@ -68,7 +73,6 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
     units = [u for u in net.modules() if isinstance(u, ResidualUnit)]
     branch_convs = sum(isinstance(m, nn.Conv2d) for u in units for m in u.branch.modules())
     stem_convs = sum(isinstance(m, nn.Conv2d) for m in net.stem.modules())
-    image = cfg.data.image_size if cfg.data.name == "imagenet" else 32
 
     def join(ops):
         return "-".join(ops) or "none"
@@ -88,7 +92,7 @@ def describe(cfg: Config, net: ResNet | None = None) -> dict[str, Any]:
         "depth": cfg.model.depth,
         "weight_layers": stem_convs + branch_convs + 1,  # as the paper counts depth: stem, branches, classifier
         "params": sum(p.numel() for p in net.parameters()),
-        "macs": count_macs(net, image),
+        "macs": count_macs(net, input_size(cfg)),
         "units_per_stage": units_per_stage(cfg.model),
         "branch": join(place.branch_ops(CONVS_PER_UNIT[Block(cfg.model.block)])),
         "after_add": join(place.after_add),

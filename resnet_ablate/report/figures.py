@@ -236,19 +236,19 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
     ``recipe.signal`` measures it: the activations' RMS after each unit and the gradient reaching them. The
     variants are a preset's cells (``after2016``, narrowed by the other arguments as ``sweep`` narrows it) or the
     cells of the arguments' comma lists (``unit=original,full_preact norm=none``)."""
-    from ..sweep import axes, expand_grid, preset_grid
+    from ..grid import expand_grid, preset_grid, varying
 
     preset = arguments[0] if arguments and "=" not in arguments[0] else None
     rest = arguments[1:] if preset else arguments
     cells = preset_grid(preset, [*rest, "seed=0"]) if preset else expand_grid([], [], [*rest, "seed=0"])
-    values, varying = axes(cells)
+    values, varied = varying(cells)
     spec = presets.load(preset) if preset else None
     fig, (fwd, bwd) = plt.subplots(1, 2, figsize=(12, 4.6))
     names = [spec.label(v, with_column=False) if spec else None for v in values]
     full = [spec.label(v, with_column=True) if spec else None for v in values]
     names = full if len(set(full)) > len(set(names)) else names  # name the columns too where rows repeat
     with _idle_cores_only():
-        _draw_signal(fwd, bwd, cells, values, varying, names, batch)
+        _draw_signal(fwd, bwd, cells, values, varied, names, batch)
     where = " ".join([*([preset] if preset else []), *rest])
     for ax, what in ((fwd, "RMS of x_{l+1} (forward)"), (bwd, "RMS of ∂E/∂x_{l+1} (backward)")):
         ax.set_yscale("log")
@@ -262,19 +262,19 @@ def signal(arguments: list[str], out: Path, batch: int = 32) -> list[Path]:
     return _save(fig, out, "signal")
 
 
-def _draw_signal(fwd, bwd, cells, values, varying, names, batch: int) -> None:
+def _draw_signal(fwd, bwd, cells, values, varied, names, batch: int) -> None:
     """Each cell's network at initialisation, measured on one batch (seed 0) and drawn on the two panels."""
     import torch
 
     from ..config import compose
-    from ..models import build_model
+    from ..models import build_model, input_size
     from ..recipe import signal as measure
 
     cycle = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
     for i, (cell, value) in enumerate(zip(cells, values)):
-        label = names[i] or " ".join(f"{k}={value[k]}" for k in varying) or "as composed"
+        label = names[i] or " ".join(f"{k}={value[k]}" for k in varied) or "as composed"
         cfg = compose(cell)
-        size = cfg.data.image_size if cfg.data.name == "imagenet" else 32
+        size = input_size(cfg)
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(batch, 3, size, size, generator=generator)
         y = torch.randint(cfg.data.num_classes, (batch,), generator=generator)

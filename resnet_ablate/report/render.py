@@ -152,11 +152,12 @@ def comparison(result: pd.DataFrame, verdicts: list[str], axis: str, fmt: str) -
 def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
     """A sweep's cells: the axes that vary (as columns), status, SLURM job, run directory, GPU-hour estimate; and a
     summary line."""
+    from ..cost import forward_macs, gpu_hours
+    from ..grid import varying
     from ..models import architecture
     from ..slurm import jobs as slurm_jobs
-    from ..sweep import axes, forward_macs, gpu_hours
 
-    values, varied = axes([c.overrides for c in cells])
+    values, varied = varying([c.overrides for c in cells])
     cpu = tflops and _on_this_cpu(cells[0].cfg)
     hours_label = f"hours at {tflops or 0:g} TFLOP/s"  # what it is: on a CPU, still a GPU's rate unless --tflops
     fixed = " ".join(f"{k}={v}" for k, v in values[0].items() if k not in varied)
@@ -195,7 +196,7 @@ def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
 
 def _on_this_cpu(cfg) -> bool:
     """Whether the local launcher would train the cells on this machine's CPU."""
-    from ..step import resolve_device
+    from ..distributed import resolve_device
 
     try:
         return cfg.launcher.name == "local" and resolve_device(cfg.train.device).type == "cpu"
