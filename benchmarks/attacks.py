@@ -24,7 +24,7 @@ from resnet_ablate.data import write_synthetic
 from resnet_ablate.files import WriteError
 from resnet_ablate.grid import quote
 from resnet_ablate.report.compare import compare
-from resnet_ablate.report.tables import KEYED, build, records
+from resnet_ablate.report.tables import MUST_AGREE, build, records
 from resnet_ablate.sweep import run_cells
 from resnet_ablate.validate import check_cells
 
@@ -42,7 +42,7 @@ def overrides(root: Path, data: Path, *extra: str) -> list[str]:
 def shown_wrong(root: Path) -> int:
     """Numbers a reader would show that cannot be true: errors outside [0, 100], a run counted twice in a cell."""
     df = records(root)
-    return int((~df["error"].between(0, 100)).sum()) + int(df.duplicated([*KEYED, "seed"]).sum())
+    return int((~df["error"].between(0, 100)).sum()) + int(df.duplicated([*MUST_AGREE, "seed"]).sum())
 
 
 def in_time(fn, seconds: float = 60):

@@ -134,13 +134,13 @@ def renamed(path: str, value: Any) -> Any:
 
 
 AXES, UNKEYED = _axes()  # the settings that key a run; those that do not (paths, devices, trackers)
-COLUMNS = {a.column: a for a in AXES}
+BY_COLUMN = {a.column: a for a in AXES}
 
 
 def find(name: str) -> Axis | None:
     """The axis a user names: by its column (``depth``, ``model``), its config path (``model.depth``) or the config
     group whose choice it is (``model=resnet110`` sets ``model.name``)."""
-    return COLUMNS.get(name) or next((a for a in AXES if a.path in (name, f"{name}.name")), None)
+    return BY_COLUMN.get(name) or next((a for a in AXES if a.path in (name, f"{name}.name")), None)
 
 
 def columns(config: dict) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def _choices(override: Override) -> list[str]:
 
 def preset_grid(preset: str, arguments: list[str]) -> list[list[str]]:
     spec = presets.load(preset)
-    return expand_grid(spec.lines(), [f"{k}={v}" for k, v in spec.params.items()], arguments)
+    return expand_grid(spec.lines(), spec.overrides(), arguments)
 
 
 def varying(cells: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:

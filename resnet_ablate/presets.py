@@ -79,9 +79,13 @@ class Preset:
             return None
         return f"{rows[0].label}, {columns[0].label}" if with_column and columns else rows[0].label
 
+    def overrides(self, seed: bool = True) -> list[str]:
+        """``params`` as overrides (``key=value``); without ``seed=`` when ``seed`` is false."""
+        return [f"{k}={v}" for k, v in self.params.items() if seed or k != "seed"]
+
     def base(self) -> dict[str, Any]:
         """The record filter common to every cell: ``params`` less the seeds."""
-        return match(" ".join(f"{k}={v}" for k, v in self.params.items() if k != "seed"))
+        return record_filter(" ".join(self.overrides(seed=False)))
 
 
 def names(kind: str | None = None) -> list[str]:
@@ -101,17 +105,17 @@ def _path(name: str):
     return conf_dir() / "sweep" / f"{name}.yaml"
 
 
-def match(overrides: str) -> dict[str, Any]:
+def record_filter(overrides: str) -> dict[str, Any]:
     """Overrides (``model=resnet110 shortcut.gate_bias=-6``) as a record filter (``{"model": "resnet110",
     "gate_bias": -6}``): each key named by its record column (``record.column``)."""
     out = {}
     for override in shlex.split(overrides):
         key, _, value = override.partition("=")
-        out[column(key)] = typed(value)
+        out[column(key)] = typed_value(value)
     return out
 
 
-def typed(value: str):
+def typed_value(value: str):
     """A command-line value as the number it spells, else as text."""
     for cast in (int, float):
         try:

@@ -123,7 +123,7 @@ class Record:
 
 
 ERROR_COLUMNS = ("error", "error_top5")
-COLUMNS = ("key", "status", *axes.COLUMNS, "budget", "images", "official_data", *ERROR_COLUMNS)  # ``Record.row``
+ROW_COLUMNS = ("key", "status", *axes.BY_COLUMN, "budget", "images", "official_data", *ERROR_COLUMNS)  # ``Record.row``
 
 
 def column(name: str) -> str:
@@ -132,9 +132,9 @@ def column(name: str) -> str:
     axis = axes.find(name)
     if axis is not None:
         return axis.column
-    if name in COLUMNS:
+    if name in ROW_COLUMNS:
         return name
-    valid = ", ".join(c for c in COLUMNS if c not in ("key", *ERROR_COLUMNS))
+    valid = ", ".join(c for c in ROW_COLUMNS if c not in ("key", *ERROR_COLUMNS))
     raise ValueError(f"unknown filter {name!r}; valid: {valid} (or a config path, e.g. model.depth)")
 
 

@@ -54,7 +54,7 @@ class GridSweeper(Sweeper):
         from resnet_ablate import trackers
         from resnet_ablate.grid import expand_grid, stack_seeds
 
-        cells = expand_grid(self.spec.lines(), [f"{k}={v}" for k, v in self.spec.params.items()], arguments)
+        cells = expand_grid(self.spec.lines(), self.spec.overrides(), arguments)
         preset = self.config.hydra.runtime.choices.get("sweep") or "sweep"
         group, parent = trackers.open_sweep(self.config, preset, arguments)
         cells = [[*c, *trackers.sweep_overrides(preset, group, parent)] for c in cells]

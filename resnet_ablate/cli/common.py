@@ -97,7 +97,7 @@ def write_out(path: Path, text: str) -> None:
 
 def parse_filters(args: Optional[list[str]]) -> tuple[str, dict]:
     """``key=value`` or ``key=a,b`` filters over run records (numbers typed as such); ``store.root=DIR`` apart."""
-    from ..presets import typed
+    from ..presets import typed_value
 
     root, filters = "results", {}
     for arg in args or []:
@@ -107,6 +107,6 @@ def parse_filters(args: Optional[list[str]]) -> tuple[str, dict]:
         if key == "store.root":
             root = os.path.expanduser(value)
             continue
-        values = [typed(v) for v in value.split(",")]
+        values = [typed_value(v) for v in value.split(",")]
         filters[key] = values if len(values) > 1 else values[0]
     return root, filters

@@ -67,10 +67,10 @@ def compare(
     key, sep, values = axis.partition("=")
     if not sep or "," not in values:
         fail(f"the axis {axis!r} must be key=a,b[,…] (e.g. unit=original,full_preact)")
-    from ..presets import typed
+    from ..presets import typed_value
 
     root, where = parse_filters(filters)
-    settings = [typed(v) for v in values.split(",")]
+    settings = [typed_value(v) for v in values.split(",")]
     runs = records(root)
     note_skipped(runs.attrs["skipped"])
     try:

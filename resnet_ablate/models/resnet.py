@@ -52,6 +52,40 @@ class ResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+def _unit(
+    model: ModelConfig,
+    place: Placement,
+    shortcut: ShortcutConfig,
+    layers: Layers,
+    channels: int,
+    width: int,
+    stride: int,
+    first: bool,
+    drop: float,
+) -> tuple[ResidualUnit, int]:
+    """One residual unit (Eq. 1–2, or 3 with the placement's ops after the addition): its branch, its shortcut
+    (identity; option A's zero padding or a projection where the shape changes), and, in the first unit of a
+    pre-activation stage, the activation before the split; and its output channels."""
+    block = Block(model.block)
+    convs = _unit_convs(block, width, stride, model.stride_on)
+    out = convs[-1].out_channels
+    ops = place.branch_ops(len(convs))
+    split = first and place.preact  # first unit of a stage: pre-activation before the split
+    split_act = build_ops(place.pre, channels, layers=layers) if split else nn.Identity()
+    if split:
+        ops = ops[len(place.pre) :]
+    proj_bn = (not place.preact) if model.projection_bn is None else model.projection_bn
+    if stride == 1 and channels == out:
+        path = nn.Identity()
+    elif block is Block.bottleneck or ShortcutOption(model.shortcut_option) is ShortcutOption.B:
+        path = projection(channels, out, stride, layers.norm if proj_bn else None)
+    else:
+        path = PadA(out - channels, stride)
+    branch = build_ops(ops, channels, convs, layers)
+    shortcut_ = make_shortcut(shortcut, channels, out, stride, path, layers.norm)
+    return ResidualUnit(split_act, branch, shortcut_, build_ops(place.after_add, out, layers=layers), drop), out
+
+
 def build_resnet(
     model: ModelConfig,
     unit: UnitConfig,
@@ -62,12 +96,10 @@ def build_resnet(
 ) -> ResNet:
     """The net; ``layers``: what the placement's ``bn`` and ``relu`` build (every place the paper puts a BN or a
     ReLU: stem, branch, after the addition, before pooling, after a projection); ``init``: how its weights start."""
-    block = Block(model.block)
     place = Placement.from_spec(unit.branch, unit.after_add)
     counts = units_per_stage(model)
     if len(counts) != len(model.widths):
         raise ValueError(f"model.stages has {len(counts)} entries but model.widths has {len(model.widths)}")
-    proj_bn = (not place.preact) if model.projection_bn is None else model.projection_bn
     total, index = sum(counts), 0  # unit l of L drops its branch with p_l = l / L · p_L (Huang et al.'s linear rule)
 
     stem_ops = [] if place.preact else ["bn", "relu"]
@@ -82,30 +114,10 @@ def build_resnet(
         units = []
         for i in range(n):
             stride = 2 if (i == 0 and s > 0) else 1
-            convs = _unit_convs(block, width, stride, model.stride_on)
-            out = convs[-1].out_channels
-            ops = place.branch_ops(len(convs))
-            split = i == 0 and place.preact  # first unit of a stage: pre-activation before the split
-            split_act = build_ops(place.pre, channels, layers=layers) if split else nn.Identity()
-            if split:
-                ops = ops[len(place.pre) :]
-            if stride == 1 and channels == out:
-                path = nn.Identity()
-            elif block is Block.bottleneck or ShortcutOption(model.shortcut_option) is ShortcutOption.B:
-                path = projection(channels, out, stride, layers.norm if proj_bn else None)
-            else:
-                path = PadA(out - channels, stride)
             index += 1
-            units.append(
-                ResidualUnit(
-                    split_act,
-                    build_ops(ops, channels, convs, layers),
-                    make_shortcut(shortcut, channels, out, stride, path, layers.norm),
-                    build_ops(place.after_add, out, layers=layers),
-                    index / total * model.drop_path,
-                )
-            )
-            channels = out
+            drop = index / total * model.drop_path
+            unit_, channels = _unit(model, place, shortcut, layers, channels, width, stride, i == 0, drop)
+            units.append(unit_)
         stages.append(nn.Sequential(*units))
 
     net = ResNet(stem, nn.Sequential(*stages), build_ops(place.pre, channels, layers=layers), channels, num_classes)

@@ -14,7 +14,7 @@ from scipy import stats
 
 from .. import axes
 from ..status import Status
-from .tables import KEYED, describe, differing, named, select, show
+from .tables import MUST_AGREE, describe, differing, named, select, show
 
 ALPHA = 0.05
 BATCH = 1000  # resamples computed at once: memory stays ~n × 8 KB however many seeds (5,000 runs took 16 GB)
@@ -86,38 +86,16 @@ def compare(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Per setting: n, median, mean, std of test error (%); vs the first setting: Δ mean, its CI, the p-value and the
     test used; and a verdict in words. The runs of a setting agree in everything but the seed; across settings, in
-    everything but the axis, the settings of its section (``unit`` with ``unit.*``) and ``laid_out``: otherwise
-    they are refused, not pooled. A setting that no finished run has is refused with the values the store holds."""
+    everything but the axis, ``laid_out`` and the other settings of their config sections (``unit`` with ``unit.*``):
+    otherwise they are refused, not pooled. A setting that no finished run has is refused with the values the store
+    holds."""
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first")
     axis = named(df, axis)
     df = select(df, {named(df, k): v for k, v in filters.items()})
     # every ended run counts with the error it ended with, as in the tables; a diverged one without any is left out
     ended = df[df["status"].isin([Status.done.value, Status.diverged.value])]
-    df = ended.dropna(subset=["error"])
-    held = sorted({show(v) for v in df[axis]})
-    for s in settings:
-        if select(df, {axis: s}).empty:
-            others = select(ended, {axis: s})["status"].value_counts()
-            why = ", ".join(f"{n} {status} with no error" for status, n in others.items())
-            why = f" ({why})" if why else ""
-            raise ValueError(f"no finished run has {axis}={s}{why}; the runs hold {axis}={','.join(held) or 'nothing'}")
-    groups = {s: select(df, {axis: s}) for s in settings}
-    for s, g in groups.items():
-        spread = differing(g, KEYED)
-        if spread:
-            raise LookupError(f"the runs of {axis}={s} differ in {describe(spread)}")
-    path = axes.COLUMNS[axis].path if axis in axes.COLUMNS else ""
-    section = path.rpartition(".")[0] + "." if "." in path else None  # "unit." for unit: branch, after_add
-
-    def free(c: str) -> bool:  # may differ between settings
-        in_section = section is not None and c in axes.COLUMNS and axes.COLUMNS[c].path.startswith(section)
-        return c == axis or c in laid_out or in_section
-
-    across = [c for c in KEYED if not free(c)]
-    spread = differing(pd.concat(groups.values()), across)
-    if spread:
-        raise LookupError(f"the runs of {axis}={','.join(map(str, settings))} differ in {describe(spread)}")
+    groups = _groups(ended, axis, settings, laid_out)
     rows, verdicts = [], []
     ref_name, ref = settings[0], groups[settings[0]]
     for s, g in groups.items():
@@ -135,17 +113,54 @@ def compare(
         if s != ref_name and min(len(e), len(ref)) < 2:
             verdicts.append(f"{s} vs {ref_name}: too few finished seeds to test (n={len(e)}/{len(ref)}; need 2+ each).")
         elif s != ref_name:
-            a, b = ref.set_index("seed")["error"], g.set_index("seed")["error"]
-            paired = set(a.index) == set(b.index) and a.index.is_unique and b.index.is_unique
-            x, y = (a.loc[b.index].to_numpy(float), b.to_numpy(float)) if paired else (a.to_numpy(float), e)
-            result = difference(x, y, paired, seed)
-            if (smallest_p(len(y)) if paired else smallest_p(len(y), len(x))) >= ALPHA:
-                result.update(ci_low=None, ci_high=None)  # n cannot support an interval (see _verdict)
+            result, n, n_ref, paired = _test(ref, g, seed)
             row.update(result)
-            verdicts.append(_verdict(s, ref_name, result, len(y), len(x), paired))
+            verdicts.append(_verdict(s, ref_name, result, n, n_ref, paired))
         rows.append(row)
     table = pd.DataFrame(rows)
     return table, verdicts + _unusual(table, axis)
+
+
+def _groups(ended: pd.DataFrame, axis: str, settings: list[Any], laid_out) -> dict[Any, pd.DataFrame]:
+    """Each setting's runs with an error, checked: every setting has some, each group agrees in all but the seed,
+    and the groups agree in all but the free columns (``_free``)."""
+    df = ended.dropna(subset=["error"])
+    held = sorted({show(v) for v in df[axis]})
+    for s in settings:
+        if select(df, {axis: s}).empty:
+            others = select(ended, {axis: s})["status"].value_counts()
+            why = ", ".join(f"{n} {status} with no error" for status, n in others.items())
+            why = f" ({why})" if why else ""
+            raise ValueError(f"no finished run has {axis}={s}{why}; the runs hold {axis}={','.join(held) or 'nothing'}")
+    groups = {s: select(df, {axis: s}) for s in settings}
+    for s, g in groups.items():
+        spread = differing(g, MUST_AGREE)
+        if spread:
+            raise LookupError(f"the runs of {axis}={s} differ in {describe(spread)}")
+    free = _free([axis, *laid_out])
+    spread = differing(pd.concat(groups.values()), [c for c in MUST_AGREE if c not in free])
+    if spread:
+        raise LookupError(f"the runs of {axis}={','.join(map(str, settings))} differ in {describe(spread)}")
+    return groups
+
+
+def _free(keys: list[str]) -> set[str]:
+    """The columns that may differ between settings: ``keys`` and the other settings of their config sections
+    (``unit`` names a placement: its ``branch`` and ``after_add`` differ with it)."""
+    sections = {axes.BY_COLUMN[k].path.rpartition(".")[0] for k in keys if k in axes.BY_COLUMN} - {""}
+    return {*keys, *(c for c, a in axes.BY_COLUMN.items() if a.path.rpartition(".")[0] in sections)}
+
+
+def _test(ref: pd.DataFrame, g: pd.DataFrame, seed: int) -> tuple[dict, int, int, bool]:
+    """``difference`` of a setting's errors against the reference's, paired over seeds when both hold the same
+    seeds once each; without an interval where n cannot support one (see ``_verdict``). Also n, n_ref, paired."""
+    a, b = ref.set_index("seed")["error"], g.set_index("seed")["error"]
+    paired = set(a.index) == set(b.index) and a.index.is_unique and b.index.is_unique
+    x, y = (a.loc[b.index].to_numpy(float), b.to_numpy(float)) if paired else (a.to_numpy(float), b.to_numpy(float))
+    result = difference(x, y, paired, seed)
+    if (smallest_p(len(y)) if paired else smallest_p(len(y), len(x))) >= ALPHA:
+        result.update(ci_low=None, ci_high=None)
+    return result, len(y), len(x), paired
 
 
 def _unusual(table: pd.DataFrame, axis: str) -> list[str]:

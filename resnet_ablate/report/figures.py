@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .. import presets, store  # noqa: E402
 from ..axes import AXES  # noqa: E402
-from ..presets import match  # noqa: E402
+from ..presets import record_filter  # noqa: E402
 from .tables import records, select, show  # noqa: E402
 
 PRESETS = presets.names("figure")  # the paper's figures: conf/sweep/figureN.yaml
@@ -179,12 +179,12 @@ def figure(name: str, root: str | Path, filters: dict[str, Any], runs: pd.DataFr
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")
     spec = presets.load(name).panels if name in PRESETS else []
     base = {**(presets.load(name).base() if spec else {}), **filters}
-    drawn = {k for panel in spec for cell in panel for k in match(cell)}
+    drawn = {k for panel in spec for cell in panel for k in record_filter(cell)}
     df = select(df, {k: v for k, v in base.items() if k not in drawn})
     where = ", ".join(f"{k}={v}" for k, v in base.items())
     panels, titles, left_out = [], [], []
     for panel in spec:  # each panel: the first seed of each of its cells
-        found = [_runs(df, match(cell)).head(1) for cell in panel]
+        found = [_runs(df, record_filter(cell)).head(1) for cell in panel]
         missing = [cell for cell, runs in zip(panel, found) if runs.empty]
         if len(panel) - len(missing) < min(2, len(panel)):  # nothing to compare: a copy of another panel's curve
             left_out.append(" vs ".join(panel) + f" (no run of {'; '.join(missing)})")

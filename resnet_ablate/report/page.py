@@ -15,7 +15,6 @@ import pandas as pd
 from markupsafe import Markup
 
 from .. import presets, store
-from ..axes import COLUMNS as AXES_BY_COLUMN
 from .compare import compare
 from .figures import FIGURES, plot
 from .tables import FOLLOW_UPS, build, frame, layout, named, not_comparable_note, select, show, table_runs
@@ -130,9 +129,7 @@ def _verdicts(df: pd.DataFrame, filters: dict[str, Any]) -> list[str]:
         for c in specs:
             fixed, setting = (c.column, c.row) if along == "rows" else (c.row, c.column)
             groups.setdefault(fixed, []).append((setting, c))
-        keys = {k for c in specs for k in c.match}  # a laid-out setting frees its section too (unit: branch, after_add)
-        sections = {AXES_BY_COLUMN[k].path.rpartition(".")[0] for k in keys if k in AXES_BY_COLUMN} - {""}
-        laid_out = [c for c, a in AXES_BY_COLUMN.items() if c in keys or a.path.rpartition(".")[0] in sections]
+        laid_out = list(dict.fromkeys(k for c in specs for k in c.match))  # compare frees their sections too
         for fixed, members in groups.items():
             held = pd.concat([select(runs, c.match).assign(setting=label) for label, c in members])
             present = [label for label, _ in members if (held["setting"] == label).any()]

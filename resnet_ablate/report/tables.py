@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import axes, presets
 from ..config import compose, key_fields
-from ..record import COLUMNS, column, scan
+from ..record import ROW_COLUMNS, column, scan
 from ..status import Status, is_fail, outcome
 
 # The follow-up axes (ReZero's ``init``, GroupNorm's ``norm`` …): a paper table's cells hold them at their defaults
@@ -27,7 +27,7 @@ FOLLOW_UPS = {a.column: a.initial for a in axes.AXES if a.added and a.kinds is N
 
 # What keys a run, less its seed: runs of one table cell or one compare group agree in all of it (and in the
 # images they trained and tested on), else they are not pooled.
-KEYED = tuple(c for c in axes.COLUMNS if c != "seed") + ("images",)
+MUST_AGREE = tuple(c for c in axes.BY_COLUMN if c != "seed") + ("images",)
 
 
 def records(root: str | Path) -> pd.DataFrame:
@@ -39,7 +39,7 @@ def records(root: str | Path) -> pd.DataFrame:
 
 def frame(found: list, skipped: dict[str, list[str]]) -> pd.DataFrame:
     """``records`` from a scan already made (``record.scan``'s runs and skipped entries)."""
-    df = pd.DataFrame([r.row() for r in found], columns=list(COLUMNS))
+    df = pd.DataFrame([r.row() for r in found], columns=list(ROW_COLUMNS))
     df.attrs["skipped"] = skipped
     return df
 
@@ -63,7 +63,7 @@ def cells(name: str) -> tuple[list[TableCell], dict[str, Any]]:
     spec = presets.load(name)
     base = spec.base()
     pairs = [(r, c, value) for r in spec.rows for c, value in zip(spec.columns, r.paper)]
-    matches = [{**presets.match(r.overrides), **presets.match(c.overrides)} for r, c, _ in pairs]
+    matches = [{**presets.record_filter(r.overrides), **presets.record_filter(c.overrides)} for r, c, _ in pairs]
     defaults = {k: v for k, v in base.items() if any(k in m for m in matches)}
     return [
         TableCell(r.label, c.label, {**defaults, **m}, value, c.metric, f"{r.overrides} {c.overrides}".strip())
@@ -144,7 +144,7 @@ Difference = tuple[str, tuple[str, ...], str | None]  # (what: an axis or "image
 def not_the_paper(name: str, c: TableCell, runs: pd.DataFrame) -> list[Difference]:
     """How these runs differ from the paper's run of cell ``c`` (each recipe axis: net, depth, data, schedule; the
     official images); empty when the paper's number measures what they measure."""
-    params = tuple(f"{k}={v}" for k, v in presets.load(name).params.items() if k != "seed")
+    params = tuple(presets.load(name).overrides(seed=False))
     paper = paper_recipe(params, c.overrides)
     out: list[Difference] = []
     for a in (a for a in axes.AXES if a.recipe):
@@ -196,58 +196,18 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     spread = differing(shown, settings)
     if spread:
         raise LookupError(f"the runs of {name} differ in {describe(spread)}")
-    params = tuple(f"{k}={v}" for k, v in presets.load(name).params.items() if k != "seed")
-    ran = {str(m): ",".join(map(str, sorted(set(g["depth"].dropna().astype(int))))) for m, g in shown.groupby("model")}
-
-    def at_depth(label: str, c: TableCell) -> str:  # "resnet110 at depth 20": a net not at its paper depth
-        m = str(c.match.get("model", chosen.get("model")))
-        if m not in ran or m not in label:  # no run of it: the paper's label (no config composed)
-            return label
-        return (
-            label.replace(m, f"{m} at depth {ran[m]}")
-            if ran[m] != str(paper_recipe(params, c.overrides)["depth"])
-            else label
-        )
-
-    out = []
-    for c in specs:
-        sel = select(df, c.match)
-        spread = differing(sel, KEYED)
-        if spread:
-            raise LookupError(f"{name} cell {c.row!r} / {c.column!r} holds runs that differ in {describe(spread)}")
-        counted = (outcome({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
-        values = pd.Series([v for v in counted if v is not None], dtype=float)
-        median = values.median() if len(values) else None
-        finite = values[values < math.inf]
-        paper_schedule = len(sel) > 0 and set(sel["budget"]) == {"paper"}  # "fail" is the paper's word for its recipe
-        differences = not_the_paper(name, c, sel) if len(sel) else []
-        out.append(
-            {
-                "table": name,
-                "row": c.row,
-                "column": c.column,
-                "shown_row": at_depth(c.row, c),  # the labels laid out: the paper's, naming a depth not the paper's
-                "shown_column": at_depth(c.column, c),
-                "ours_median": None if median is None or median == math.inf else median,
-                "ours_mean": finite.mean() if len(finite) == len(values) and len(values) else None,
-                "ours_std": finite.std() if len(finite) == len(values) and len(values) > 1 else None,
-                "n": len(values),
-                "diverged": int((sel["status"] == Status.diverged.value).sum()),
-                "fail": None if median is None else paper_schedule and is_fail(median),
-                "paper": c.paper,
-                # the paper's number stands beside ours (plain, with Δ) only where our runs are its net and recipe
-                "comparable": len(sel) > 0 and not differences,
-                "why": "; ".join(in_words(differences)) if len(sel) else "no finished run",
-                "differences": differences,
-                "delta": median - c.paper
-                if median is not None and not differences and isinstance(c.paper, float)
-                else None,
-                "depth": ",".join(map(str, sorted(set(sel["depth"].dropna().astype(int))))),
-                "seeds": ",".join(map(str, sorted(sel["seed"]))),
-                "keys": ",".join(sel["key"]),
-            }
-        )
-    result = pd.DataFrame(out)
+    at_depth = _at_depth(name, shown, chosen)
+    result = pd.DataFrame(
+        {
+            "table": name,
+            "row": c.row,
+            "column": c.column,
+            "shown_row": at_depth(c.row, c),  # the labels laid out: the paper's, naming a depth not the paper's
+            "shown_column": at_depth(c.column, c),
+            **_ours(name, c, select(df, c.match)),
+        }
+        for c in specs
+    )
     if not result["n"].any():
         raise LookupError(
             f"no finished runs match {name} ({', '.join(f'{k}={v}' for k, v in chosen.items())}); "
@@ -267,6 +227,57 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
         "complete": bool(result["n"].all()),
     }
     return result, header
+
+
+def _at_depth(name: str, shown: pd.DataFrame, chosen: dict[str, Any]):
+    """A labeller: a cell's label as the paper's, with "resnet110 at depth 20" where its net's runs are not at the
+    depth of the paper's cell."""
+    params = tuple(presets.load(name).overrides(seed=False))
+    ran = {str(m): ",".join(map(str, sorted(set(g["depth"].dropna().astype(int))))) for m, g in shown.groupby("model")}
+
+    def at_depth(label: str, c: TableCell) -> str:
+        m = str(c.match.get("model", chosen.get("model")))
+        if m not in ran or m not in label:  # no run of it: the paper's label (no config composed)
+            return label
+        return (
+            label.replace(m, f"{m} at depth {ran[m]}")
+            if ran[m] != str(paper_recipe(params, c.overrides)["depth"])
+            else label
+        )
+
+    return at_depth
+
+
+def _ours(name: str, c: TableCell, sel: pd.DataFrame) -> dict[str, Any]:
+    """A cell's numbers from its runs ``sel``: median (a diverged run counted as it ended), mean and std where every
+    run has a finite error, n, the paper's fail rule, the paper's number and Δ where the runs are its net and recipe
+    (else ``why`` says how they differ), and the runs behind it. Runs that differ in more than the seed are refused."""
+    spread = differing(sel, MUST_AGREE)
+    if spread:
+        raise LookupError(f"{name} cell {c.row!r} / {c.column!r} holds runs that differ in {describe(spread)}")
+    counted = (outcome({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
+    values = pd.Series([v for v in counted if v is not None], dtype=float)
+    median = values.median() if len(values) else None
+    finite = values[values < math.inf]
+    paper_schedule = len(sel) > 0 and set(sel["budget"]) == {"paper"}  # "fail" is the paper's word for its recipe
+    differences = not_the_paper(name, c, sel) if len(sel) else []
+    return {
+        "ours_median": None if median is None or median == math.inf else median,
+        "ours_mean": finite.mean() if len(finite) == len(values) and len(values) else None,
+        "ours_std": finite.std() if len(finite) == len(values) and len(values) > 1 else None,
+        "n": len(values),
+        "diverged": int((sel["status"] == Status.diverged.value).sum()),
+        "fail": None if median is None else paper_schedule and is_fail(median),
+        "paper": c.paper,
+        # the paper's number stands beside ours (plain, with Δ) only where our runs are its net and recipe
+        "comparable": len(sel) > 0 and not differences,
+        "why": "; ".join(in_words(differences)) if len(sel) else "no finished run",
+        "differences": differences,
+        "delta": median - c.paper if median is not None and not differences and isinstance(c.paper, float) else None,
+        "depth": ",".join(map(str, sorted(set(sel["depth"].dropna().astype(int))))),
+        "seeds": ",".join(map(str, sorted(sel["seed"]))),
+        "keys": ",".join(sel["key"]),
+    }
 
 
 def _laid_out_values(specs: list[TableCell]) -> dict[str, list]:
