@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_ablate import store
+from resnet_ablate import files, record, store
 
 CELLS = [  # Table 2's grid cut to an 8-layer net: 5 placements x 2 seeds, deterministic
     "table2",
@@ -55,7 +55,7 @@ def workers(root: Path) -> list[int]:
     """Pids of the processes holding cells' locks."""
     pids = []
     for run in root.glob("runs/*"):
-        holder = store.read_json(run / "lock") if store.lock_holder(run) else None  # {"host", "pid", "since"}
+        holder = files.read_json(run / "lock") if store.lock_holder(run) else None  # {"host", "pid", "since"}
         if holder and isinstance(holder.get("pid"), int):
             pids.append(holder["pid"])
     return pids
@@ -71,16 +71,16 @@ def alive(pid: int) -> bool:
 
 
 def records(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed")} for r in store.read_jsonl(run)]
+    return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed")} for r in record.read_jsonl(run)]
 
 
 def corrupt_files(run: Path) -> int:
     bad = 0
-    if (run / "result.json").exists() and store.read_result(run) is None:
+    if (run / "result.json").exists() and record.read_result(run) is None:
         bad += 1
     for name in ("metrics.jsonl", "grad_flow.jsonl"):
         path = run / name
-        if path.exists() and len(store.read_jsonl(path)) != len(path.read_text().splitlines()):
+        if path.exists() and len(record.read_jsonl(path)) != len(path.read_text().splitlines()):
             bad += 1
     if (run / "checkpoint.pt").exists():
         try:
@@ -149,14 +149,14 @@ def main() -> None:
     final.wait()
 
     runs = sorted(p.name for p in reference.glob("runs/*"))
-    done = [k for k in runs if (store.read_result(attacked / "runs" / k) or {}).get("status") == "done"]
+    done = [k for k in runs if (record.read_result(attacked / "runs" / k) or {}).get("status") == "done"]
     print(f"kills: {sum(kills.values())} ({kills['sweep']} of the sweep, {kills['worker']} of a worker)")
     print(f"cells: {len(runs)}")
     print(f"lost: {len(runs) - len(done)}")
     print(f"corrupt: {sum(corrupt_files(r) for r in attacked.glob('runs/*'))}")
     print(f"bit-identical: {sum(identical(reference / 'runs' / k, attacked / 'runs' / k) for k in done)}/{len(runs)}")
     print(f"orphans: {orphans}")
-    restarts = [len((store.read_result(attacked / "runs" / k) or {}).get("resumed_from", [])) for k in done]
+    restarts = [len((record.read_result(attacked / "runs" / k) or {}).get("resumed_from", [])) for k in done]
     print(f"restarts per cell (resumed_from): {restarts}; {time.time() - t0:.0f} s in all")
 
 

@@ -120,6 +120,19 @@ def parse_json(raw: bytes | str) -> Any:
     return obj
 
 
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=1, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is missing, a link, or not a JSON object (binary, a list, torn)."""
+    try:
+        obj = parse_json(read_bytes(path, 1 << 24))
+    except (OSError, ValueError):  # missing, a link, a folder, unreadable; not JSON, not UTF-8
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def numbered(path: Path) -> Path:
     """``path`` itself if free, else ``path.1``, ``path.2``, …: a name that overwrites nothing."""
     candidate, n = path, 0

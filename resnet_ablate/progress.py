@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import store
+from .record import read_jsonl
 
 console = Console(stderr=True, soft_wrap=True)
 HEARTBEAT = 30.0  # seconds: outside a terminal, a line at least this often while a run trains
@@ -146,7 +147,7 @@ class SweepDisplay:
         with self.lock:
             self.state[i] = status
         if not self.live:
-            row = (store.read_jsonl(self.jobs[i][1] / "metrics.jsonl") or [None])[-1]
+            row = (read_jsonl(self.jobs[i][1] / "metrics.jsonl") or [None])[-1]
             console.print(
                 f"[{self._done()}/{len(self.jobs)}] {status:8s} {self._label(i)}  {_fmt(row)}  ·  {self.view()[0]}",
                 highlight=False,
@@ -168,7 +169,7 @@ class SweepDisplay:
             if state not in ("running", "pending"):
                 ended += total
                 continue
-            rows = store.read_jsonl(directory / "metrics.jsonl") if state == "running" else []
+            rows = read_jsonl(directory / "metrics.jsonl") if state == "running" else []
             row = rows[-1] if rows else None
             done = row["iteration"] if row else 0
             remaining += total - done

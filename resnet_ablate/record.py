@@ -19,12 +19,12 @@ from omegaconf import OmegaConf
 
 from . import axes
 from .config import conf_dir
-from .files import parse_json, read_bytes
+from .files import parse_json, read_bytes, write_json
 from .models.units import zeroes_a_norm
 from .status import Status
 
 RESULT_LIMIT = 1 << 20  # bytes: a result.json is a few kB
-ENDED = (Status.done, Status.diverged, Status.failed)  # what a result.json may say
+RECORDED = (Status.done, Status.diverged, Status.failed)  # what a result.json may say (failed: not ended)
 
 
 class NotARun(ValueError):
@@ -165,6 +165,20 @@ def _zeroed_a_norm(config: dict) -> bool:
         return False
 
 
+def write(directory: Path, result: dict[str, Any]) -> None:
+    """Write a run's result.json, written last: done or diverged (``train``), or failed (the runner, training raised).
+    A record that ``read`` would refuse is never written: a ValueError says why."""
+    why = problem(result, directory.name)
+    if why:
+        raise ValueError(f"not writing {directory / 'result.json'}: it would not read back ({why})")
+    write_json(directory / "result.json", result)
+
+
+def write_failed(directory: Path, config: dict, error: str) -> None:
+    """The record of a cell whose training raised ``error``: ``failed``, retried by the next plain run."""
+    write(directory, {"status": Status.failed.value, "key": directory.name, "error": error, "config": config})
+
+
 def read(directory: Path) -> Record:
     """The record of the run in ``directory``; ``NotARun`` when the entry is not a run that ended, with why.
     ``FileNotFoundError`` when it has no result.json (a run not ended yet)."""
@@ -184,26 +198,43 @@ def read(directory: Path) -> Record:
         raise NotARun(
             "result.json is not JSON" if isinstance(e, json.JSONDecodeError) else f"result.json: {e}"
         ) from None
+    why = problem(result, directory.name)
+    if why:
+        raise NotARun(why)
+    return Record(directory, result)
+
+
+def read_result(directory: Path) -> dict | None:
+    """The cell's result.json when it is a valid record of this very cell (``read``), else None."""
+    try:
+        return read(directory).result
+    except (OSError, ValueError):
+        return None
+
+
+def problem(result: Any, key: str) -> str | None:
+    """Why ``result`` is not the record of the run keyed ``key`` (each field of ``CHECKS`` of its type, a status
+    of ours, a config whose axes read and whose run key is ``key``, fields that agree), or None."""
     if not isinstance(result, dict):
-        raise NotARun(f"result.json is a JSON {type(result).__name__}, not an object")
-    if result.get("status") not in {s.value for s in ENDED}:
-        raise NotARun(f"result.json has no status of ours ({result.get('status')!r:.30})")
+        return f"result.json is a JSON {type(result).__name__}, not an object"
+    if result.get("status") not in {s.value for s in RECORDED}:
+        return f"result.json has no status of ours ({result.get('status')!r:.30})"
     for name, (what, ok) in CHECKS.items():
         if not ok(result.get(name)):
-            raise NotARun(f"result.json's {name} is {result.get(name)!r:.40}, not {what}")
+            return f"result.json's {name} is {result.get(name)!r:.40}, not {what}"
     if result["status"] == Status.done and result.get("test_error") is None:
-        raise NotARun("result.json says done but holds no test_error")
+        return "result.json says done but holds no test_error"
     wrong = axes.problems(result.get("config"))
     if wrong:
-        raise NotARun(f"result.json's config: {wrong[0]}")
+        return f"result.json's config: {wrong[0]}"
     claim = _inconsistent(result)
     if claim:
-        raise NotARun(f"result.json contradicts itself: {claim}")
+        return f"result.json contradicts itself: {claim}"
     if axes.lookup(result["config"], "init") == "zero_last_bn" and not _zeroed_a_norm(result["config"]):
-        raise NotARun("init=zero_last_bn here zeroed a BN that a ReLU follows: a net that could not learn; retrain it")
-    if result.get("key") != directory.name or key_of(result["config"]) != directory.name:
-        raise NotARun("its name is not the run key of its config (a copy or a renamed run)")
-    return Record(directory, result)
+        return "init=zero_last_bn here zeroed a BN that a ReLU follows: a net that could not learn; retrain it"
+    if result.get("key") != key or key_of(result["config"]) != key:
+        return "its name is not the run key of its config (a copy or a renamed run)"
+    return None
 
 
 def _inconsistent(result: dict) -> str | None:

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import store
+from .files import read_json
 
 # squeue reasons that no amount of waiting clears (the job's request exceeds a limit, or names what does not exist)
 NEVER = {
@@ -40,7 +40,7 @@ def _run(args: list[str]) -> str:
 
 def jobs(directories: list[Path]) -> dict[Path, str]:
     """'<job id> <state>' of the SLURM job that last ran each cell (from scheduler.json and one sacct call)."""
-    ids = {d: j["slurm_job_id"] for d in directories if (j := store.read_json(d / "scheduler.json"))}
+    ids = {d: j["slurm_job_id"] for d in directories if (j := read_json(d / "scheduler.json"))}
     if not ids:
         return {}
     out = _run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(set(ids.values()))])

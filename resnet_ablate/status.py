@@ -22,11 +22,15 @@ class Status(str, Enum):
 
     @property
     def ended(self) -> bool:
-        """A result that reruns keep (unless asked: --retry-failed reruns diverged cells, --force every cell)."""
-        return self in (Status.done, Status.diverged)
+        """The one meaning of ended: done or diverged, a result that reruns keep (unless asked: --retry-failed
+        reruns diverged cells, --force every cell). A failed cell is recorded but has not ended."""
+        return self in ENDED
 
 
-def outcome(result: dict) -> float | None:
+
+ENDED = (Status.done, Status.diverged)
+
+def counted_error(result: dict) -> float | None:
     """The test error (%) a paper table counts for one run: a done run's; a diverged run's last recorded error, or
     infinity where it has none (it ranks last and is never shown as a number); a failed one not at all."""
     status, error = result.get("status"), result.get("test_error")

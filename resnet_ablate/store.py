@@ -22,13 +22,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from .config import key_fields
-from .files import WriteError, atomic_write, nested_too_deep, open_nofollow, open_regular, parse_json, read_bytes
-from .record import key_of, read, read_jsonl, scan  # noqa: F401 (the store's readers)
+from .files import WriteError, atomic_write, nested_too_deep, open_nofollow, open_regular, read_bytes
+from .record import key_of, read_jsonl, read_result
 from .schema import Rerun
 from .status import Status
 
@@ -39,19 +38,6 @@ def run_key(cfg: DictConfig) -> str:
 
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.store.root) / "runs" / run_key(cfg)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=1, default=str) + "\n").encode())
-
-
-def read_json(path: Path) -> dict | None:
-    """The JSON object in ``path``; None when it is missing, a link, or not a JSON object (binary, a list, torn)."""
-    try:
-        obj = parse_json(read_bytes(path, 1 << 24))
-    except (OSError, ValueError):  # missing, a link, a folder, unreadable; not JSON, not UTF-8
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def append_jsonl(path: Path, row: dict) -> None:
@@ -158,14 +144,6 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def read_result(directory: Path) -> dict | None:
-    """The cell's result.json when it is a valid record of this very cell (``record.read``), else None."""
-    try:
-        return read(directory).result
-    except (OSError, ValueError):
-        return None
-
-
 def cell_status(directory: Path) -> Status:
     result = read_result(directory)
     if result is not None:
@@ -173,11 +151,6 @@ def cell_status(directory: Path) -> Status:
     if lock_holder(directory) is not None:
         return Status.running
     return Status.partial if (directory / "checkpoint.pt").exists() else Status.pending
-
-
-def results(root: str | Path) -> list[dict]:
-    """The result.json of every ended run (``record.scan``: each checked), as plain data."""
-    return [r.result for r in scan(root)[0]]
 
 
 def save_config(directory: Path, cfg: DictConfig) -> None:

@@ -12,10 +12,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from . import checkpoint, store
+from . import checkpoint, record, store
 from .config import compose, conf_dir, key_fields, with_seed
-from .files import remove_leftovers, set_aside
-from .status import Status
+from .files import remove_leftovers, set_aside, write_json
+from .record import read_result
+from .status import ENDED, Status
 from .workers import mps_daemon, start_worker
 
 
@@ -28,8 +29,8 @@ def run_pack(cfg: DictConfig) -> list[dict[str, Any]]:
         procs = [start_worker(line, ds, gpu, len(lines)) for line, ds in zip(lines, directories)]
         for proc in procs:
             proc.wait()
-    results = [store.read_result(d) or {"status": "did not end", "key": d.name} for ds in directories for d in ds]
-    left = [r["key"] for r in results if r["status"] not in (Status.done, Status.diverged)]
+    results = [read_result(d) or {"status": "did not end", "key": d.name} for ds in directories for d in ds]
+    left = [r["key"] for r in results if r["status"] not in [s.value for s in ENDED]]
     if left:
         raise RuntimeError(f"cells that did not end in this job: {left}")
     return results
@@ -63,7 +64,7 @@ def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
             if not locks.enter_context(store.cell_lock(directory)):
                 results[directory] = {"status": Status.running.value, "key": directory.name}
             elif not store.needs_run(c, directory):
-                results[directory] = store.read_result(directory)
+                results[directory] = read_result(directory)
             else:
                 _prepare(directory)
                 ckpt = checkpoint.load(directory / "checkpoint.pt", c)
@@ -79,9 +80,8 @@ def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
                 )
             except TrainingError as e:
                 for c, directory in group:
-                    if store.read_result(directory) is None:  # not ended (diverged) before the error
-                        failed = {"status": Status.failed.value, "key": directory.name, "error": str(e)}
-                        store.write_json(directory / "result.json", {**failed, "config": key_fields(c)})
+                    if read_result(directory) is None:  # not ended (diverged) before the error
+                        record.write_failed(directory, key_fields(c), str(e))
                 raise
             results.update(zip(directories, ended))
     return [results[store.run_dir(c)] for c in cells]
@@ -93,10 +93,10 @@ def _prepare(directory: Path) -> None:
     if "SLURM_JOB_ID" in os.environ:
         job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        store.write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
+        write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
     for name in remove_leftovers(directory):
         print(f"removed {directory / name}, left by a writer that was killed")
-    result = store.read_result(directory)
+    result = read_result(directory)
     if result is None:
         if (directory / "result.json").exists():  # not one of ours: set aside (numbered), never deleted
             kept = set_aside(directory / "result.json")

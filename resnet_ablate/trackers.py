@@ -24,6 +24,8 @@ from omegaconf import DictConfig
 
 from . import store
 from .config import key_fields
+from .files import read_json, write_json
+from .record import read_jsonl
 
 KINDS = ("tensorboard", "wandb", "mlflow")  # the sections of ``logger``; each is also the package and the extra
 
@@ -74,11 +76,11 @@ class Trackers:
         """The chosen trackers of a run starting at iteration ``start`` (continuing their runs when it is > 0)."""
         trackers = cls()
         trackers.step = start
-        state = (store.read_json(directory / "trackers.json") or {}) if start else {}
+        state = (read_json(directory / "trackers.json") or {}) if start else {}
         for kind in chosen(cfg):
             trackers._guard(kind, lambda kind=kind: trackers.active.append(OPEN[kind](cfg, directory, start, state)))
         if trackers.active:
-            store.write_json(directory / "trackers.json", {t.kind: t.state for t in trackers.active})
+            write_json(directory / "trackers.json", {t.kind: t.state for t in trackers.active})
         if start:
             trackers.backfill(directory, start)
         return trackers
@@ -86,8 +88,8 @@ class Trackers:
     def backfill(self, directory: Path, start: int) -> None:
         """Send the rows up to the checkpoint that a tracker does not hold (a W&B service killed before it wrote
         them, a server that was down) from the store, in order, before the run goes on."""
-        rows = {r["iteration"]: r for r in store.read_jsonl(directory / "metrics.jsonl")}
-        norms = {r["iteration"]: r.get("norms") for r in store.read_jsonl(directory / "grad_flow.jsonl")}
+        rows = {r["iteration"]: r for r in read_jsonl(directory / "metrics.jsonl")}
+        norms = {r["iteration"]: r.get("norms") for r in read_jsonl(directory / "grad_flow.jsonl")}
         for step in sorted(s for s in {*rows, *norms} if isinstance(s, int) and s <= start):
             self.log(step, rows.get(step, {}), norms.get(step))
 

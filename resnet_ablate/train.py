@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing.spawn import ProcessException
 
-from . import checkpoint, distributed, store
+from . import checkpoint, distributed, record, store
 from .config import key_fields
 from .data import for_seed, make_data
 from .distributed import resolve_device
@@ -32,6 +32,7 @@ from .files import WriteError
 from .models import zeroed
 from .progress import print_evaluation
 from .recipe import evaluate, gradient_flow, lr_at
+from .record import read_jsonl, read_result
 from .stack import seed_state, stacked_state
 from .status import Status
 from .step import build
@@ -56,7 +57,7 @@ def train(cfg: DictConfig, directory: Path, progress: OnProgress | None = None) 
             distributed.spawn(cfg.train.gpus, train_seeds, [plain], [directory], lines)
         except ProcessException as e:  # a rank raised, or died
             raise _rank_error(e) from None
-        return store.read_json(directory / "result.json")
+        return read_result(directory)
     return train_seeds([cfg], [directory], progress)[0]
 
 
@@ -157,7 +158,7 @@ class Training:
             kept = self.start if self.start else -1
             for name in ("metrics.jsonl", "grad_flow.jsonl"):
                 store.truncate_jsonl(r.directory / name, kept)
-            r.row = (store.read_jsonl(r.directory / "metrics.jsonl") or [{}])[-1]
+            r.row = (read_jsonl(r.directory / "metrics.jsonl") or [{}])[-1]
             r.restarts = store.record_start(r.directory, self.start)
             r.trackers = Trackers.open(r.cfg, r.directory, self.start)
             if self.start == 0 and self.t.grad_flow and r.data.fixed_batch() is not None:
@@ -253,7 +254,7 @@ class Training:
             r.trackers.finish(status.value, r.row.get("test_error"))
         r.result = self.result(r)
         if self.group.main:
-            store.write_json(r.directory / "result.json", r.result)
+            record.write(r.directory, r.result)
 
     def result(self, r: Run) -> dict[str, Any]:
         device = self.device

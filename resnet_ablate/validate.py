@@ -171,10 +171,11 @@ def check_record_data(cfg: DictConfig) -> None:
     as this data's result."""
     from . import store
     from .data import LAYOUT, data_identity, load_cifar
+    from .record import read_result
 
     if store.needs_run(cfg):
         return  # nothing ended, or it trains again
-    result = store.read_result(store.run_dir(cfg))
+    result = read_result(store.run_dir(cfg))
     if Dataset(cfg.data.name) not in (*LAYOUT, Dataset.synthetic) or not isinstance(result.get("data"), dict):
         return
     key = str([cfg.data, data_root(cfg)])

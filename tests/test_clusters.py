@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from resnet_ablate import store
+from resnet_ablate import files, record
+from tests.helpers import recorded
 
 from .conftest import ROOT, cli, start_cli
 
@@ -67,7 +68,7 @@ def test_a_grid_runs_as_a_slurm_job_array(cluster, tmp_path):
         *SLURM,
     ]
     cli("sweep", *args, check=True, timeout=300)
-    results = store.results(tmp_path)
+    results = recorded(tmp_path)
     assert sorted(r["config"]["unit"]["name"] for r in results) == ["full_preact", "original"]
     assert all(r["status"] == "done" for r in results)
     status = cli("status", "table2", *args[1:], check=True)
@@ -89,10 +90,10 @@ def test_cells_packed_by_process_or_stacked_by_seed_need_fewer_slurm_jobs(cluste
         packing,
     ]
     cli("sweep", *args, check=True, timeout=300)
-    results = store.results(tmp_path)
+    results = recorded(tmp_path)
     assert len(results) == 4 and all(r["status"] == "done" for r in results)
     assert {r["trained_together"] for r in results} == {2 if "seeds" in packing else 1}
-    jobs = [store.read_json(run / "scheduler.json")["slurm_job_id"] for run in tmp_path.glob("runs/*")]
+    jobs = [files.read_json(run / "scheduler.json")["slurm_job_id"] for run in tmp_path.glob("runs/*")]
     assert len(set(jobs)) == 2 and all(jobs.count(j) == 2 for j in jobs)  # 4 cells, 2 array tasks
 
 
@@ -115,19 +116,19 @@ def test_a_requeued_cell_resumes_from_its_checkpoint(cluster, tmp_path):
     deadline, job = time.time() + 240, None
     while time.time() < deadline:
         run = next(iter(tmp_path.glob("runs/*")), None)
-        rows = store.read_jsonl(run / "metrics.jsonl") if run else []
+        rows = record.read_jsonl(run / "metrics.jsonl") if run else []
         if rows and rows[-1]["iteration"] >= 15 and (run / "scheduler.json").exists():
-            job = store.read_json(run / "scheduler.json")["slurm_job_id"]
+            job = files.read_json(run / "scheduler.json")["slurm_job_id"]
             break
         time.sleep(0.2)
     assert job, "the cell never got going"
     subprocess.run(["scontrol", "requeue", job], check=True)
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output
-    result = store.read_json(run / "result.json")
+    result = files.read_json(run / "result.json")
     assert result["status"] == "done" and result["iterations"] == 200
     assert result["resumed_from"] and result["resumed_from"][0] >= 10  # resumed, not restarted
-    iterations = [r["iteration"] for r in store.read_jsonl(run / "metrics.jsonl")]
+    iterations = [r["iteration"] for r in record.read_jsonl(run / "metrics.jsonl")]
     assert iterations == list(range(5, 201, 5))
 
 
@@ -159,7 +160,7 @@ def test_a_grid_runs_as_ray_tasks_on_a_local_ray_instance(tmp_path):
         "hydra.launcher.ray.init.num_cpus=2",
     ]
     cli("sweep", *args, env=env, check=True, timeout=300)
-    assert sorted(r["status"] for r in store.results(tmp_path)) == ["done", "done"]
+    assert sorted(r["status"] for r in recorded(tmp_path)) == ["done", "done"]
 
 
 def test_ray_launcher_asking_for_a_missing_gpu_fails_at_once(tmp_path):

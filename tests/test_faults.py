@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from resnet_ablate import store
+from resnet_ablate import files, record, store
 from resnet_ablate.cli import app
 from resnet_ablate.data import write_synthetic
 from resnet_ablate.files import atomic_write
@@ -53,8 +53,8 @@ def test_a_restart_from_scratch_leaves_no_rows_of_the_first_attempt(cfg, tmp_pat
     for name in ("result.json", "checkpoint.pt"):  # killed before any checkpoint: records but nothing to resume
         (d / name).unlink()
     (result,) = run_cells(c)
-    assert [r["iteration"] for r in store.read_jsonl(d / "grad_flow.jsonl")] == [0, 8, 16, 24]
-    assert [r["iteration"] for r in store.read_jsonl(d / "metrics.jsonl")] == [8, 16, 24]
+    assert [r["iteration"] for r in record.read_jsonl(d / "grad_flow.jsonl")] == [0, 8, 16, 24]
+    assert [r["iteration"] for r in record.read_jsonl(d / "metrics.jsonl")] == [8, 16, 24]
     assert result["resumed_from"] == [0]
 
 
@@ -76,7 +76,7 @@ def test_a_training_failure_is_recorded_and_a_plain_rerun_retries_it(cfg, tmp_pa
     with pytest.raises(TrainingError, match="illegal memory access"):
         run_cells(c)
     d = store.run_dir(c)
-    assert store.read_json(d / "result.json")["status"] == "failed" and store.cell_status(d) == "failed"
+    assert files.read_json(d / "result.json")["status"] == "failed" and store.cell_status(d) == "failed"
     monkeypatch.setattr(Training, "record_evaluation", real)
     (result,) = run_cells(c)  # no --retry-failed: it resumes from its checkpoint at 8
     assert result["status"] == "done" and result["resumed_from"] == [8]
@@ -227,7 +227,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_the_last_checkpoint_stays(t
         assert not (run / "result.json").exists() and not list(run.glob(".checkpoint.pt.*"))
         subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
         cli("train", "--quiet", *args, check=True)
-        assert store.read_json(run / "result.json")["resumed_from"] == [8]
+        assert files.read_json(run / "result.json")["resumed_from"] == [8]
     finally:
         subprocess.run(["umount", str(disk)])
 
@@ -332,7 +332,7 @@ def _worker_pid(tmp_path, timeout=240) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
         for run in tmp_path.glob("runs/*"):
-            holder = store.read_json(run / "lock")  # {"host", "pid", "since"} while a process holds it
+            holder = files.read_json(run / "lock")  # {"host", "pid", "since"} while a process holds it
             if (run / "checkpoint.pt").exists() and holder:
                 return holder["pid"]
         time.sleep(0.1)
@@ -375,7 +375,7 @@ def test_a_killed_sweep_leaves_no_worker_behind_and_its_cell_resumes(tmp_path, s
     assert "SIGTERM: checkpoint saved at iteration" in log  # it stopped itself, checkpointing
     stopped_at = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
     cli("sweep", *_sweep_args(tmp_path, iterations=400), check=True, timeout=600)
-    assert store.read_json(run / "result.json")["resumed_from"] == [stopped_at]
+    assert files.read_json(run / "result.json")["resumed_from"] == [stopped_at]
 
 
 def test_status_takes_overrides_without_a_preset(damaged):

@@ -5,7 +5,7 @@ capture included."""
 import pytest
 import torch
 
-from resnet_ablate import store
+from resnet_ablate import record, store
 from resnet_ablate.train import train, train_seeds
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -33,7 +33,7 @@ def test_the_captured_step_trains_like_the_eager_step(cfg, tmp_path, mode):
     assert captured["status"] == "done"
     assert captured["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-2)
     assert abs(captured["test_error"] - eager["test_error"]) <= 0.02
-    rows = {m: store.read_jsonl(d / "metrics.jsonl") for m, d in runs.items()}
+    rows = {m: record.read_jsonl(d / "metrics.jsonl") for m, d in runs.items()}
     assert [r["lr"] for r in rows[mode]] == [r["lr"] for r in rows["none"]]
     assert [r["train_loss"] for r in rows[mode]] == pytest.approx([r["train_loss"] for r in rows["none"]], rel=1e-2)
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from resnet_ablate import axes, store
+from resnet_ablate import axes, record, store
 from resnet_ablate.cli import app
 from resnet_ablate.config import UNKEYED, compose, key_fields
 from resnet_ablate.grid import expand_grid, preset_grid
@@ -41,7 +41,7 @@ def _copy(store_root, tmp_path):
 
 
 def _result(root, seed=0):
-    (d,) = [r.directory for r in store.scan(root)[0] if r.config["seed"] == seed]
+    (d,) = [r.directory for r in record.scan(root)[0] if r.config["seed"] == seed]
     return d, json.loads((d / "result.json").read_text())
 
 
@@ -143,7 +143,7 @@ def test_metrics_rows_are_typed_and_an_enormous_integer_is_left_out(tmp_path):  
     huge = "1" + "0" * 400
     rows = ['{"iteration": 4, "test_error": 0.5, "train_loss": 1}', f'{{"iteration": 8, "test_error": {huge}}}']
     path.write_text("\n".join(rows) + "\n")
-    rows = store.read_jsonl(path, "test_error")
+    rows = record.read_jsonl(path, "test_error")
     assert rows == [{"iteration": 4, "test_error": 0.5, "train_loss": 1.0}]
 
 
@@ -275,7 +275,7 @@ def test_closing_the_terminal_checkpoints_like_sigterm(tmp_path):  # finding 9
     proc = start_cli("train", *args)
     d = store.run_dir(compose(args))
     deadline = time.monotonic() + 120
-    while not store.read_jsonl(d / "metrics.jsonl") and time.monotonic() < deadline:
+    while not record.read_jsonl(d / "metrics.jsonl") and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGHUP)
     _, err = proc.communicate(timeout=120)
@@ -289,7 +289,7 @@ def test_a_stopped_holder_of_a_cell_is_reported_as_stopped(tmp_path):  # finding
     proc = start_cli("train", "--quiet", *args)
     d = store.run_dir(compose(args))
     deadline = time.monotonic() + 120
-    while not store.read_jsonl(d / "metrics.jsonl") and time.monotonic() < deadline:
+    while not record.read_jsonl(d / "metrics.jsonl") and time.monotonic() < deadline:
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGSTOP)
     try:
@@ -312,7 +312,7 @@ def test_a_store_path_with_a_comma_quotes_or_non_ascii_works_in_sweep(tmp_path):
     paths = [f"store.root={_hydra_quoted(root)}", f"data.root={_hydra_quoted(data)}"]
     proc = cli("sweep", "table2", *B[:-1], "train.iterations=4", "unit=original", "model=resnet110", "seed=0", *paths)
     assert proc.returncode == 0, proc.stderr
-    assert len(store.scan(root)[0]) == 1 and not (tmp_path / "results" / "a").exists()
+    assert len(record.scan(root)[0]) == 1 and not (tmp_path / "results" / "a").exists()
 
 
 def _hydra_quoted(path):
@@ -475,7 +475,7 @@ def test_a_record_that_contradicts_itself_is_skipped_with_the_reason(two_seeds, 
     root = _copy(two_seeds, tmp_path)
     d, result = _result(root, seed=1)
     (d / "result.json").write_text(json.dumps({**result, **change}))
-    found, skipped = store.scan(root)
+    found, skipped = record.scan(root)
     assert [r.config["seed"] for r in found] == [0]
     assert any(reason in why and "contradicts itself" in why for why in skipped), skipped
 

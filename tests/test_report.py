@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from resnet_ablate import store
+from resnet_ablate import record
 from resnet_ablate.cli import app
 from resnet_ablate.config import compose
 from resnet_ablate.report.tables import build, cells, records
@@ -73,7 +73,7 @@ def test_aggregation_is_exact_over_the_runs_records(root):
     cell = result[(result.row == "original") & (result.column == "resnet110")].iloc[0]
     errors = [
         100 * r.get("test_error")
-        for r in store.scan(root)[0]
+        for r in record.scan(root)[0]
         if r.config["unit"]["name"] == "original" and r.config["model"]["name"] == "resnet110"
     ]
     assert cell["n"] == 2
@@ -395,7 +395,7 @@ def test_the_report_is_one_page_with_the_tables_verdicts_figures_and_provenance(
     assert html.count('src="data:image/png;base64,') >= 2 and "http" not in html.split("<body>")[1]
     assert "<th>runs</th><td>5</td>" in html and "<th>budgets</th><td>custom</td>" in html
     assert "<th>CPU-hours spent</th>" in html and "GPU-hours" not in html  # trained on a CPU: said so
-    for r in store.scan(root)[0]:  # every number traced to its run directories
+    for r in record.scan(root)[0]:  # every number traced to its run directories
         assert r.key in html
 
 

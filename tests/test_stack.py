@@ -6,10 +6,11 @@ import shutil
 import pytest
 import torch
 
-from resnet_ablate import store
+from resnet_ablate import files, record, store
 from resnet_ablate.grid import stack_seeds
 from resnet_ablate.step import build
 from resnet_ablate.train import train, train_seeds
+from tests.helpers import recorded
 
 from .conftest import TINY, cli
 from .test_train import _killed_and_resumed_vs_uninterrupted
@@ -80,7 +81,7 @@ def test_seeds_trained_together_keep_the_records_of_seeds_trained_alone(cfg, tmp
     for a, b in zip(together, alone):
         assert a["key"] == b["key"] and (a["trained_together"], b["trained_together"]) == (2, 1)
         rows_a, rows_b = (
-            store.read_jsonl(r / "runs" / a["key"] / "metrics.jsonl") for r in (tmp_path / "a", tmp_path / "b")
+            record.read_jsonl(r / "runs" / a["key"] / "metrics.jsonl") for r in (tmp_path / "a", tmp_path / "b")
         )
         assert [r["iteration"] for r in rows_a] == [r["iteration"] for r in rows_b] == [8, 16, 24]
         for ra, rb in zip(rows_a, rows_b):
@@ -112,7 +113,7 @@ def test_a_seed_that_diverges_ends_alone_and_its_stack_trains_on(cfg, tmp_path, 
     seed0, seed1 = train_seeds(cells, [store.run_dir(c) for c in cells])
     assert (seed1["status"], seed1["diverged_at"]) == ("diverged", 8)
     assert seed0["status"] == "done" and seed0["iterations"] == 24 and seed0["train_loss"] < 2.3
-    assert store.read_json(store.run_dir(cells[1]) / "result.json")["status"] == "diverged"
+    assert files.read_json(store.run_dir(cells[1]) / "result.json")["status"] == "diverged"
 
 
 @pytest.mark.slow
@@ -178,7 +179,7 @@ def test_a_sweep_with_seeds_together_trains_every_cell_and_tables_them(tmp_path)
         f"data.root={tmp_path}",
     ]
     cli("sweep", *args, check=True, timeout=900)
-    results = store.results(tmp_path)
+    results = recorded(tmp_path)
     assert len(results) == 6 and all(r["status"] == "done" for r in results)
     assert sorted(r["trained_together"] for r in results) == [1, 1, 2, 2, 2, 2]
     assert "trained together with its other seeds" in "".join(

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_ablate import presets, store
+from resnet_ablate import files, presets, record, store
 from resnet_ablate.config import conf_dir
 from resnet_ablate.grid import expand_grid, preset_grid
+from tests.helpers import recorded
 
 from .conftest import ROOT, cli, start_cli
 
@@ -165,7 +166,7 @@ def _two_cells(tmp_path) -> list[str]:
 def test_sweep_runs_every_cell_then_skips_them_and_force_recomputes(tmp_path):
     args = _two_cells(tmp_path)
     proc = cli("sweep", *args, check=True)
-    results = store.results(tmp_path)
+    results = recorded(tmp_path)
     assert sorted(r["config"]["unit"]["name"] for r in results) == ["full_preact", "original"]
     assert all(r["status"] == "done" for r in results)
     for r in results:  # outside a terminal: each cell's log has a line per evaluation; the sweep, one per cell
@@ -199,11 +200,11 @@ def test_a_failing_cell_is_recorded_the_rest_go_on_and_a_plain_rerun_retries_it(
     args.append(f"data.root={tmp_path / 'data'}")
     proc = cli("sweep", *args, env={"PYTHONPATH": str(inject)})
     assert proc.returncode == 1 and "1 cell(s) failed" in proc.stderr
-    assert sorted(r["status"] for r in store.results(tmp_path)) == ["done", "failed"]
-    (failed,) = [r for r in store.results(tmp_path) if r["status"] == "failed"]
+    assert sorted(r["status"] for r in recorded(tmp_path)) == ["done", "failed"]
+    (failed,) = [r for r in recorded(tmp_path) if r["status"] == "failed"]
     assert "illegal memory access" in failed["error"]
     cli("sweep", *args, check=True)  # no --retry-failed needed
-    assert sorted(r["status"] for r in store.results(tmp_path)) == ["done", "done"]
+    assert sorted(r["status"] for r in recorded(tmp_path)) == ["done", "done"]
 
 
 def test_a_batch_larger_than_the_data_is_refused_before_the_store(tmp_path):
@@ -224,7 +225,7 @@ def test_two_sweeps_at_once_never_train_the_same_cell_twice(tmp_path):
         if (run / "train.log").exists():
             log = (run / "train.log").read_text()
             assert log.count("done:") <= 1, log
-            assert len(store.read_jsonl(run / "metrics.jsonl")) == 2
+            assert len(record.read_jsonl(run / "metrics.jsonl")) == 2
 
 
 @pytest.mark.slow
@@ -250,7 +251,7 @@ def test_native_hydra_multirun_with_hydras_basic_launcher(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    assert sorted(r["config"]["seed"] for r in store.results(tmp_path)) == [0, 1]
+    assert sorted(r["config"]["seed"] for r in recorded(tmp_path)) == [0, 1]
 
 
 @pytest.mark.slow
@@ -326,7 +327,7 @@ def test_ctrl_c_stops_the_workers_and_the_same_command_resumes(tmp_path):
     assert not (run / "result.json").exists() and store.lock_holder(run) is None  # the worker is gone, nothing ended
     stopped_at = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
     cli("sweep", *args, check=True, timeout=600)
-    result = store.read_json(run / "result.json")
+    result = files.read_json(run / "result.json")
     assert result["status"] == "done" and result["resumed_from"][0] >= stopped_at > 0
 
 
@@ -372,7 +373,7 @@ def test_a_sweep_sharing_a_gpu_runs_its_workers_under_one_mps_daemon(tmp_path, m
     the cells and stops after them; with one job per GPU it is never started."""
     calls = _fake_mps_control(tmp_path, monkeypatch)
     cli("sweep", *_two_cells(tmp_path / "a"), "launcher.gpus=0", "launcher.jobs_per_gpu=2", check=True)
-    assert all(r["status"] == "done" for r in store.results(tmp_path / "a"))
+    assert all(r["status"] == "done" for r in recorded(tmp_path / "a"))
     log = calls.read_text().splitlines()
     assert [line.split(" pipe=")[0] for line in log] == ["args=-d", "args=", "quit"]
     calls.unlink()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from resnet_ablate import store, trackers
+from resnet_ablate import files, record, store, trackers
 from resnet_ablate.cli import app
 from resnet_ablate.sweep import run_cells
 from resnet_ablate.train import Training, TrainingError
@@ -58,11 +58,11 @@ def _broken_once_then_resumed(c, monkeypatch) -> list[dict]:
 
 
 def _rows(directory: Path) -> list[dict]:
-    return store.read_jsonl(directory / "metrics.jsonl")
+    return record.read_jsonl(directory / "metrics.jsonl")
 
 
 def _norms(directory: Path) -> list[dict]:
-    return store.read_jsonl(directory / "grad_flow.jsonl")
+    return record.read_jsonl(directory / "grad_flow.jsonl")
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_wandb_offline_runs_hold_each_row_once_and_stacked_seeds_get_runs_of_the
     ids = set()
     for result in results:
         d = tmp_path / "store" / "runs" / result["key"]
-        run_id = store.read_json(d / "trackers.json")["wandb"]["id"]
+        run_id = files.read_json(d / "trackers.json")["wandb"]["id"]
         ids.add(run_id)
         history = trackers.wandb_history(d, run_id)
         assert [h["_step"] for h in history] == [0, 8, 16, 24]  # over both segments, 16 once
@@ -233,7 +233,7 @@ def test_mlflow_holds_each_row_once_in_one_run_across_a_resume(cfg, tmp_path, mo
     (result,) = _broken_once_then_resumed(c, monkeypatch)
     d = store.run_dir(c)
     client = MlflowClient(mlflow_uri)
-    run = client.get_run(store.read_json(d / "trackers.json")["mlflow"]["run_id"])
+    run = client.get_run(files.read_json(d / "trackers.json")["mlflow"]["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == result["key"]
     assert run.data.tags["resnet_ablate.status"] == "done" and run.data.params["unit"] == "original"
     assert run.data.metrics["final_test_error"] == result["test_error"]
@@ -265,7 +265,7 @@ def test_a_sweep_groups_its_runs_in_each_tracker(tmp_path, mlflow_uri):
     )
     assert sorted(r.data.params["unit"] for r in children) == ["full_preact", "original"]
     for d in tmp_path.glob("runs/*"):
-        run_id = store.read_json(d / "trackers.json")["wandb"]["id"]
+        run_id = files.read_json(d / "trackers.json")["wandb"]["id"]
         (path,) = (d / "wandb").glob(f"*-{run_id}/run-{run_id}.wandb")
         (run,) = [r.run for r in trackers.wandb_records(path) if r.HasField("run")]
         assert run.run_group == group and run.job_type == "table2"
@@ -291,7 +291,7 @@ def test_a_tracker_that_goes_down_mid_run_leaves_the_cell_finished(cfg, tmp_path
     out = capsys.readouterr().out
     assert out.count("warning: logger=mlflow failed") == 1 and "the run goes on" in out
     assert [r["iteration"] for r in _rows(store.run_dir(c))] == [8, 16, 24]  # the record is whole
-    assert store.read_json(store.run_dir(c) / "result.json") == result
+    assert files.read_json(store.run_dir(c) / "result.json") == result
 
 
 @pytest.mark.slow
@@ -320,14 +320,14 @@ def test_a_killed_run_resumes_its_tracker_runs_without_a_row_twice(tmp_path, sig
     assert "warning" not in resumed.stdout, resumed.stdout
     rows = _rows(d)
     assert [r["iteration"] for r in rows] == [8, 16, 24, 32, 40, 48]
-    (resumed_from,) = store.read_json(d / "result.json")["resumed_from"]
+    (resumed_from,) = files.read_json(d / "result.json")["resumed_from"]
     assert resumed_from == 16 if sig == signal.SIGKILL else resumed_from >= 24  # SIGTERM checkpoints where it is
     events = EventAccumulator(str(d / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("test_error")] == [
         (r["iteration"], pytest.approx(r["test_error"])) for r in rows
     ]
-    run_id = store.read_json(d / "trackers.json")["wandb"]["id"]
+    run_id = files.read_json(d / "trackers.json")["wandb"]["id"]
     history = trackers.wandb_history(d, run_id)
     assert [h["_step"] for h in history] == [0, *(r["iteration"] for r in rows)]
     assert [h["test_error"] for h in history[1:]] == pytest.approx([r["test_error"] for r in rows])

@@ -10,9 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from resnet_ablate import store
+from resnet_ablate import files, record, store
 from resnet_ablate.data import CifarOnDevice, load_cifar, write_synthetic
 from resnet_ablate.train import lr_at, train
+from tests.helpers import recorded
 
 from .conftest import TINY, cli, start_cli
 
@@ -77,7 +78,7 @@ def test_a_run_writes_the_run_directory_contract(cfg, tmp_path):
     c = cfg(*TINY, "budget=smoke", f"store.root={tmp_path}", f"data.root={tmp_path}")
     result = train(c, store.run_dir(c))
     d = store.run_dir(c)
-    rows = store.read_jsonl(d / "metrics.jsonl")
+    rows = record.read_jsonl(d / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [8, 16, 24]
     assert {
         "iteration",
@@ -94,7 +95,7 @@ def test_a_run_writes_the_run_directory_contract(cfg, tmp_path):
     ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
     assert ckpt["iteration"] == 24 and "model" in ckpt and "optimizer" in ckpt and "data" in ckpt["rng"][0]
     assert OmegaConf.load(d / "config.yaml").model.depth == 8
-    flow = store.read_jsonl(d / "grad_flow.jsonl")
+    flow = record.read_jsonl(d / "grad_flow.jsonl")
     assert [r["iteration"] for r in flow] == [0, 8, 16, 24] and len(flow[0]["norms"]) == 3
 
 
@@ -145,7 +146,7 @@ def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_af
     )
     deadline = time.time() + 300
     while time.time() < deadline:
-        rows = store.read_jsonl(next(iter(b.glob("runs/*/metrics.jsonl")), b / "none"))
+        rows = record.read_jsonl(next(iter(b.glob("runs/*/metrics.jsonl")), b / "none"))
         if rows and rows[-1]["iteration"] >= kill_after:
             break
         time.sleep(0.05)
@@ -157,8 +158,8 @@ def _killed_and_resumed_vs_uninterrupted(overrides: list[str], tmp_path, kill_af
     assert [r.name for r in runs_a] == [r.name for r in runs_b]  # same identities, same keys
     pairs = []
     for run_a, run_b in zip(runs_a, runs_b):
-        assert _strip(store.read_jsonl(run_a / "metrics.jsonl")) == _strip(store.read_jsonl(run_b / "metrics.jsonl"))
-        ra, rb = (store.read_json(r / "result.json") for r in (run_a, run_b))
+        assert _strip(record.read_jsonl(run_a / "metrics.jsonl")) == _strip(record.read_jsonl(run_b / "metrics.jsonl"))
+        ra, rb = (files.read_json(r / "result.json") for r in (run_a, run_b))
         assert ra["test_error"] == rb["test_error"] and ra["train_loss"] == rb["train_loss"] and rb["resumed_from"]
         sa, sb = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (run_a, run_b))
         assert sa["model"].keys() == sb["model"].keys()
@@ -184,7 +185,7 @@ def test_a_stop_request_checkpoints_where_training_is_and_the_resumed_run_is_bit
     overrides = ["train.iterations=32", "train.milestones=[16,24]", "train.checkpoint_every=1000"]
     _killed_and_resumed_vs_uninterrupted(overrides, tmp_path, kill_after=8, sig=sig)
     (run,) = (tmp_path / "b").glob("runs/*")
-    assert store.read_json(run / "result.json")["resumed_from"][0] >= 8
+    assert files.read_json(run / "result.json")["resumed_from"][0] >= 8
 
 
 def test_imagenet_from_a_tiny_image_folder_trains_and_reports_top5(cfg, tmp_path):
@@ -386,6 +387,6 @@ def test_a_ddp_rank_that_fails_records_the_cell_as_failed_like_one_process(tmp_p
     last = proc.stderr.strip().splitlines()[-1]  # torch may warn first that it terminates the other rank
     assert proc.returncode == 1 and last.startswith("error: training failed (rank "), proc.stderr
     assert "Traceback" not in proc.stderr
-    (result,) = store.results(tmp_path / "s")
+    (result,) = recorded(tmp_path / "s")
     assert result["status"] == "failed" and result["error"].startswith("rank ")
     assert "illegal memory access" in result["error"] or "Connection" in result["error"]  # whichever rank torch saw

@@ -118,6 +118,7 @@ class Workers:
 
     def run(self, job: Job) -> None:
         from resnet_ablate import store
+        from resnet_ablate.record import read_result
         from resnet_ablate.workers import start_worker
 
         todo = {n: directory for n, cfg, directory in job.cells if store.needs_run(cfg, directory)}
@@ -125,7 +126,7 @@ class Workers:
             if n not in todo:
                 self.display.finish(n, "skipped")
         if not todo:
-            job.returned = _job_return(job.overrides, [store.read_result(d) for _, _, d in job.cells])
+            job.returned = _job_return(job.overrides, [read_result(d) for _, _, d in job.cells])
             return
         slot = self.slots.get()
         try:
@@ -139,7 +140,7 @@ class Workers:
             ok = code == 0  # without a result, a clean exit means another process holds the cell
             ended = "killed" if code < 0 else f"exit {code}"
             missing = {"status": "running elsewhere" if ok else ended}
-            results = [store.read_result(d) or missing for _, _, d in job.cells]
+            results = [read_result(d) or missing for _, _, d in job.cells]
             log = next(iter(todo.values())) / "train.log"
             job.returned = _job_return(job.overrides, results if ok else RuntimeError(f"worker {ended}; see {log}"))
             for (n, _, _), result in zip(job.cells, results):

@@ -13,7 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from .. import axes
-from ..status import Status
+from ..status import ENDED, Status
 from .tables import MUST_AGREE, describe, differing, named, select, show
 
 ALPHA = 0.05
@@ -94,7 +94,7 @@ def compare(
     axis = named(df, axis)
     df = select(df, {named(df, k): v for k, v in filters.items()})
     # every ended run counts with the error it ended with, as in the tables; a diverged one without any is left out
-    ended = df[df["status"].isin([Status.done.value, Status.diverged.value])]
+    ended = df[df["status"].isin([s.value for s in ENDED])]
     groups = _groups(ended, axis, settings, laid_out)
     rows, verdicts = [], []
     ref_name, ref = settings[0], groups[settings[0]]

@@ -16,9 +16,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .. import presets, store  # noqa: E402
+from .. import presets  # noqa: E402
 from ..axes import AXES  # noqa: E402
 from ..presets import record_filter  # noqa: E402
+from ..record import read_jsonl  # noqa: E402
 from .tables import records, select, show  # noqa: E402
 
 PRESETS = presets.names("figure")  # the paper's figures: conf/sweep/figureN.yaml
@@ -98,7 +99,7 @@ def _runs(df: pd.DataFrame, match: dict[str, Any]) -> pd.DataFrame:
 
 
 def _metrics(root: Path, r: pd.Series) -> list[dict]:
-    return store.read_jsonl(root / "runs" / r["key"] / "metrics.jsonl", "test_error", "train_loss")
+    return read_jsonl(root / "runs" / r["key"] / "metrics.jsonl", "test_error", "train_loss")
 
 
 def _curves(ax, runs: pd.DataFrame, root: Path) -> None:
@@ -219,7 +220,7 @@ def _gradient_flow(ax, runs: pd.DataFrame, root: Path) -> None:
     runs = runs.sort_values("seed").drop_duplicates("setting")
     styles.seeds = dict.fromkeys(styles.seeds, "-")  # one seed per setting: its style says nothing
     for _, r in runs.iterrows():
-        rows = [r for r in store.read_jsonl(root / "runs" / r["key"] / "grad_flow.jsonl") if "norms" in r]
+        rows = [r for r in read_jsonl(root / "runs" / r["key"] / "grad_flow.jsonl") if "norms" in r]
         if rows:
             units = range(1, len(rows[0]["norms"]) + 1)
             ax.plot(units, rows[0]["norms"], alpha=0.35, linewidth=1, **styles.of(r))

@@ -14,7 +14,8 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from .. import presets, store
+from .. import presets
+from ..record import scan
 from .compare import compare
 from .figures import FIGURES, plot
 from .tables import FOLLOW_UPS, build, frame, layout, named, not_comparable_note, select, show, table_runs
@@ -182,7 +183,7 @@ def _provenance(found: list, missing: int) -> dict[str, str]:
 
 def report(root: str | Path, filters: dict[str, Any]) -> str:
     """The report's HTML for the store at ``root``, restricted by ``filters``: a section per dataset and budget."""
-    scanned = store.scan(root)  # once: a store may hold thousands of runs
+    scanned = scan(root)  # once: a store may hold thousands of runs
     df, found = frame(*scanned), {r.key: r for r in scanned[0]}
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")

@@ -182,7 +182,7 @@ def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
             if arch not in macs:
                 macs[arch] = forward_macs(c.cfg)
             h = gpu_hours(c.cfg, macs[arch], tflops)
-            hours += h if status not in ("done", "diverged") else 0
+            hours += 0 if status.ended else h
             row.append(f"{h:.3g}")
         table.add_row(*map(escape, row))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
@@ -213,7 +213,7 @@ def runs(root: Path, every: bool = False) -> tuple[Table, list[str], dict[str, l
     the entries that are not runs of ours, by reason. Each run's record is read once."""
     from .. import store
     from ..axes import AXES, lookup
-    from ..record import NotARun
+    from ..record import NotARun, read
     from ..slurm import jobs as slurm_jobs
     from ..status import Status
 
@@ -225,7 +225,7 @@ def runs(root: Path, every: bool = False) -> tuple[Table, list[str], dict[str, l
     lines, skipped, unlisted = [], {}, 0
     for d in entries:
         try:
-            result = store.read(d).result
+            result = read(d).result
         except (FileNotFoundError, NotARun) as e:
             result = {}
             if isinstance(e, NotARun):

@@ -19,7 +19,7 @@ import pandas as pd
 from .. import axes, presets
 from ..config import compose, key_fields
 from ..record import ROW_COLUMNS, column, scan
-from ..status import Status, is_fail, outcome
+from ..status import Status, counted_error, is_fail
 
 # The follow-up axes (ReZero's ``init``, GroupNorm's ``norm`` …): a paper table's cells hold them at their defaults
 # unless its preset or a filter says otherwise, so that a follow-up's runs never join (or block) a table of the paper's
@@ -255,7 +255,7 @@ def _ours(name: str, c: TableCell, sel: pd.DataFrame) -> dict[str, Any]:
     spread = differing(sel, MUST_AGREE)
     if spread:
         raise LookupError(f"{name} cell {c.row!r} / {c.column!r} holds runs that differ in {describe(spread)}")
-    counted = (outcome({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
+    counted = (counted_error({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
     values = pd.Series([v for v in counted if v is not None], dtype=float)
     median = values.median() if len(values) else None
     finite = values[values < math.inf]
