@@ -104,7 +104,7 @@ def plot(
     initialisation, no store needed."""
     from ..report.figures import plot as draw
     from ..report.figures import signal
-    from ..store import scan
+    from ..record import scan
 
     check_out(out_dir, folder=True)
     if name == "signal":
@@ -132,7 +132,7 @@ def report(
     them out), the figures, the runs no table holds, and the provenance of every number."""
     from ..progress import doing
     from ..report.page import report as render
-    from ..store import scan
+    from ..record import scan
 
     check_out(out_file, folder=False)
     root, where = parse_filters(filters)
