@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One GPU session's checks (issue 6) on the lent H200 through the device tool:
-#   bash .device/run.sh bash benchmarks/h200.sh            (the whole ladder: over 10 minutes)
-#   LADDER=0 bash .device/run.sh bash benchmarks/h200.sh   (the GPU tests and the stacked seeds only)
+# The GPU checks, run from the repository root on a machine with a CUDA GPU and CIFAR-10 in data/ (or data.root):
+#   bash benchmarks/h200.sh              (the whole ladder: over 10 minutes)
+#   LADDER=0 bash benchmarks/h200.sh     (the GPU tests and the stacked seeds only)
 # Each step is time-boxed and independent; every `bench --json` result is appended to $OUT/bench.jsonl and
 # summarised on stdout as it lands, so a run cut short still reports what it measured.
 set -u

@@ -108,8 +108,6 @@ def did_you_mean(overrides) -> str | None:
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from .schema import Config
-
     for o in OverridesParser.create().parse_overrides([str(x) for x in overrides]):
         node, done = Config, []
         key = o.key_or_group.lstrip("+~")

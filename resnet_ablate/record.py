@@ -167,8 +167,9 @@ def _zeroed_a_norm(config: dict) -> bool:
 
 def write(directory: Path, result: dict[str, Any]) -> None:
     """Write a run's result.json, written last: done or diverged (``train``), or failed (the runner, training raised).
-    A record that ``read`` would refuse is never written: a ValueError says why."""
-    why = problem(result, directory.name)
+    A record whose content ``read`` would refuse is never written: a ValueError says why. (Where it is written is
+    the caller's: ``read`` also wants the directory named by the run key, as the store names it.)"""
+    why = problem(result)
     if why:
         raise ValueError(f"not writing {directory / 'result.json'}: it would not read back ({why})")
     write_json(directory / "result.json", result)
@@ -212,9 +213,9 @@ def read_result(directory: Path) -> dict | None:
         return None
 
 
-def problem(result: Any, key: str) -> str | None:
-    """Why ``result`` is not the record of the run keyed ``key`` (each field of ``CHECKS`` of its type, a status
-    of ours, a config whose axes read and whose run key is ``key``, fields that agree), or None."""
+def problem(result: Any, key: str | None = None) -> str | None:
+    """Why ``result`` is not a record (each field of ``CHECKS`` of its type, a status of ours, a config whose axes
+    read, fields that agree) or, given ``key``, not the record of the run keyed so; None when it is."""
     if not isinstance(result, dict):
         return f"result.json is a JSON {type(result).__name__}, not an object"
     if result.get("status") not in {s.value for s in RECORDED}:
@@ -232,7 +233,7 @@ def problem(result: Any, key: str) -> str | None:
         return f"result.json contradicts itself: {claim}"
     if axes.lookup(result["config"], "init") == "zero_last_bn" and not _zeroed_a_norm(result["config"]):
         return "init=zero_last_bn here zeroed a BN that a ReLU follows: a net that could not learn; retrain it"
-    if result.get("key") != key or key_of(result["config"]) != key:
+    if key is not None and (result.get("key") != key or key_of(result["config"]) != key):
         return "its name is not the run key of its config (a copy or a renamed run)"
     return None
 

@@ -53,19 +53,6 @@ class Normalize(str, Enum):
     pixel = "pixel"  # per-pixel mean image, per-channel std
 
 
-class Norm(str, Enum):
-    batch = "batch"  # BatchNorm, the paper's
-    group = "group"  # GroupNorm (Wu & He 2018), with ``groups`` groups per layer
-    none = "none"  # no normalisation (SkipInit, Fixup)
-
-
-class Act(str, Enum):
-    relu = "relu"  # the paper's
-    elu = "elu"  # ELU (Clevert et al. 2016) wherever the placement has a ReLU
-    gelu = "gelu"
-    silu = "silu"
-
-
 class Init(str, Enum):
     he = "he"  # the paper's: He et al. 2015's normal init of every conv, BN's γ = 1
     # F(x) = 0 at the start, the branch still trainable: its last norm's γ = 0 where a norm ends it (Goyal et al.
@@ -231,9 +218,9 @@ class Config:
     launcher: LauncherConfig = axis(factory=LauncherConfig, keyed=False)
     logger: LoggerConfig = axis(factory=LoggerConfig, keyed=False)
     seed: int = axis(0, recipe=False, shown=True, low=0, below=2**31)  # seeds feed torch generators
-    norm: Norm = axis(Norm.batch, added=True)  # what a placement's "bn" is (models/units.py)
+    norm: str = axis("batch", added=True)  # what a placement's "bn" is: a name in models/units.py's NORMS
     # norm=group: groups per layer; must divide every width it normalises. 8 on CIFAR (docs/paper.md); runs from
     # before this setting used gcd(32, C) groups and read as 0
     groups: int = axis(8, added=True, was=0, when=("norm", "group"), low=1)
-    act: Act = axis(Act.relu, added=True)  # what a placement's "relu" is
+    act: str = axis("relu", added=True)  # what a placement's "relu" is: a name in models/units.py's ACTS
     init: Init = axis(Init.he, added=True)  # how the weights start (models/resnet.py)

@@ -27,8 +27,8 @@ class Status(str, Enum):
         return self in ENDED
 
 
-
 ENDED = (Status.done, Status.diverged)
+
 
 def counted_error(result: dict) -> float | None:
     """The test error (%) a paper table counts for one run: a done run's; a diverged run's last recorded error, or

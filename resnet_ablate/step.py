@@ -111,7 +111,7 @@ def build(cfgs: list[DictConfig], device: torch.device, group: Group | None = No
     if len(models) > 1:
         forward, params = stack(models, channels_last=cuda and t.channels_last)
     else:
-        forward, models[0] = _alone(models[0], t, device, world, mode)
+        forward, models[0] = _single_network(models[0], t, device, world, mode)
         params = list(models[0].parameters())
     opt = sgd(params, t, fused=cuda)
     precision = Precision(t.precision)
@@ -126,7 +126,7 @@ def build(cfgs: list[DictConfig], device: torch.device, group: Group | None = No
     return models, opt, TrainStep(forward, opt, autocast, len(models), capture), autocast
 
 
-def _alone(model: torch.nn.Module, t: DictConfig, device: torch.device, world: int, mode: Compile):
+def _single_network(model: torch.nn.Module, t: DictConfig, device: torch.device, world: int, mode: Compile):
     """(forward over a 1×N×… input, the model) for a network trained alone."""
     cuda = device.type == "cuda"
     channels_last = cuda and t.channels_last

@@ -3,8 +3,8 @@
 ``<root>/runs/<key>/``: ``config.yaml`` (the composed config), ``metrics.jsonl`` (one row per evaluation),
 ``grad_flow.jsonl``, ``starts.jsonl`` (one row each time a process started training it), ``checkpoint.pt``,
 ``train.log`` (from the local launcher), ``lock`` (held while a process trains the cell), with ``logger=`` the
-trackers' files and ``trackers.json`` (``trackers.py``) and, written last and
-atomically, ``result.json``: its presence means the run ended (docs/architecture.md, "The run directory").
+trackers' files and ``trackers.json`` (``trackers/``) and, written last and atomically, ``result.json``: its
+presence means the run was recorded, done, diverged or failed (docs/architecture.md, "The run directory").
 
 Readers never trust the store: a file that is not what we write (binary, a list, a foreign JSON) is skipped and
 counted, never a traceback.

@@ -113,10 +113,10 @@ class Training:
     """The state of one training process: its networks (``Run``), optimiser, step, and where it stands."""
 
     def __init__(self, cfgs: list[DictConfig], directories: list[Path], progress: OnProgress | None):
-        self.t, self.progress = cfgs[0].train, progress
+        self.train_cfg, self.progress = cfgs[0].train, progress
         self.group = distributed.current()
-        self.device = resolve_device(self.t.device, self.group.rank)
-        checkpoint.seed_everything(cfgs[0].seed, self.t.deterministic)
+        self.device = resolve_device(self.train_cfg.device, self.group.rank)
+        checkpoint.seed_everything(cfgs[0].seed, self.train_cfg.deterministic)
         data = make_data(cfgs[0], self.device, self.group)
         models, self.opt, self.step, self.autocast = build(cfgs, self.device, self.group)
         self.runs = [
@@ -161,11 +161,11 @@ class Training:
             r.row = (read_jsonl(r.directory / "metrics.jsonl") or [{}])[-1]
             r.restarts = store.record_start(r.directory, self.start)
             r.trackers = Trackers.open(r.cfg, r.directory, self.start)
-            if self.start == 0 and self.t.grad_flow and r.data.fixed_batch() is not None:
+            if self.start == 0 and self.train_cfg.grad_flow and r.data.fixed_batch() is not None:
                 r.trackers.log(0, {}, self.record_gradient_flow(r, 0))
 
     def loop(self, stop: list[int]) -> None:
-        t = self.t
+        t = self.train_cfg
         tick, tick_iteration = time.perf_counter(), self.start
         for it in range(self.start, t.iterations):
             if stop:  # preempted or interrupted: checkpoint here, before this iteration, and exit
@@ -191,7 +191,7 @@ class Training:
 
     def record_evaluation(self, done: int, lr: float, images_per_s: float) -> None:
         """Each running network's row in metrics.jsonl (and gradient flow); a non-finite loss ends it as diverged."""
-        t = self.t
+        t = self.train_cfg
         sums = self.group.all_reduce(self.step.stats.clone()).tolist()
         seen = (done - ((done - 1) // t.eval_every) * t.eval_every) * t.batch_size  # images since the last one
         self.step.stats.zero_()
@@ -248,8 +248,8 @@ class Training:
         """Write the run's result.json. A run that ends without its final evaluation in metrics.jsonl (a resume
         after the last checkpoint whose records were lost) evaluates once more, so ``done`` always has numbers."""
         r.status, r.diverged_at = status, diverged_at
-        if status is Status.done and r.row.get("iteration") != self.t.iterations and self.group.main:
-            r.row = {"iteration": self.t.iterations, **evaluate(r.model, r.data, self.autocast)}
+        if status is Status.done and r.row.get("iteration") != self.train_cfg.iterations and self.group.main:
+            r.row = {"iteration": self.train_cfg.iterations, **evaluate(r.model, r.data, self.autocast)}
         if self.group.main:
             r.trackers.finish(status.value, r.row.get("test_error"))
         r.result = self.result(r)

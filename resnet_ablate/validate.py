@@ -108,14 +108,16 @@ def check_schedule(t: DictConfig) -> None:
         )
 
 
-def check_shortcut(shortcut: DictConfig) -> None:
-    """A kind reads only its own parameters: another one set away from its default would split one network over
-    two run keys, so it is refused."""
-    from .models.shortcuts import PARAMETERS
+def check_plugins(cfg: DictConfig) -> None:
+    """Each plug-in setting names an entry of its registry (``shortcut.kind``, ``norm``, ``act``); a shortcut kind
+    reads only its own parameters: another one set away from its default would split one network over two run
+    keys, so it is refused."""
+    from .models.shortcuts import PARAMETERS, SHORTCUTS
+    from .models.units import ACTS, NORMS
 
-    kind = str(shortcut.kind)
-    if kind not in PARAMETERS:
-        raise ValueError(f"unknown shortcut {kind!r}; valid: {', '.join(PARAMETERS)}")
+    for registry, name in ((SHORTCUTS, cfg.shortcut.kind), (NORMS, cfg.norm), (ACTS, cfg.act)):
+        registry.get_valid(str(name))
+    shortcut, kind = cfg.shortcut, str(cfg.shortcut.kind)
     own = PARAMETERS[kind]
     defaults = ShortcutConfig()
     for name in (f.name for f in fields(ShortcutConfig) if f.name != "kind"):
@@ -208,7 +210,7 @@ def check_cells(cfgs, data: bool = True) -> None:
     """Every check, for each config (each distinct architecture built once); the data's only when ``data``."""
     built = set()
     for cfg in cfgs:
-        check_shortcut(cfg.shortcut)  # first: a parameter its kind does not read is that, whatever its value
+        check_plugins(cfg)  # first: a parameter its kind does not read is that, whatever its value
         check_values(cfg)
         check_installed(cfg)
         check_device(cfg)

@@ -16,7 +16,8 @@ from resnet_ablate.config import compose, conf_dir
 from resnet_ablate.models import build_model
 from resnet_ablate.models.liveness import smallest
 from resnet_ablate.models.shortcuts import SHORTCUTS
-from resnet_ablate.schema import Act, Init, Norm
+from resnet_ablate.models.units import ACTS, NORMS
+from resnet_ablate.schema import Init
 from resnet_ablate.validate import check_architecture, check_cells
 
 UNITS = {p.stem: OmegaConf.load(p) for p in sorted((conf_dir() / "unit").glob("*.yaml"))}
@@ -75,7 +76,7 @@ def test_groupnorm_groups_must_divide_every_width_and_apply_only_to_groupnorm():
 def _cells():
     """Every placement × shortcut kind × init × norm × act, basic and bottleneck, at one unit per stage."""
     bases = [smallest(compose([m])) for m in ("model=resnet110", "model=resnet164")]
-    for base, unit, kind, init, norm, act in itertools.product(bases, UNITS, SHORTCUTS, Init, Norm, Act):
+    for base, unit, kind, init, norm, act in itertools.product(bases, UNITS, SHORTCUTS, Init, NORMS, ACTS):
         if init.name != init.value:
             continue  # an old spelling (zero_last_bn)
         c = copy.deepcopy(base)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from resnet_ablate.config import conf_dir
@@ -570,6 +571,30 @@ def test_a_new_shortcut_kind_is_one_registration(cfg):
             check_cells([cfg("shortcut.kind=half_shortcut", "shortcut.p=0.9", "train.device=cpu", "data=synthetic")])
     finally:
         del SHORTCUTS["half_shortcut"], PARAMETERS["half_shortcut"]
+
+
+def test_a_new_activation_is_one_registration(cfg):
+    """docs/architecture.md, "Add an activation" (its worked example): ``act=mish`` is one registry entry; the
+    config, validation, the build (everywhere the placement says relu), the run key and training follow."""
+    from resnet_ablate.config import key_fields
+    from resnet_ablate.models.units import ACTS
+    from resnet_ablate.validate import check_cells
+
+    tiny = ["model=resnet20", "model.depth=8", "data=synthetic", "train.device=cpu"]
+    with pytest.raises(ValueError, match="unknown act 'mish'; valid: relu, elu, gelu, silu"):
+        check_cells([cfg(*tiny, "act=mish")], data=False)
+    ACTS.register("mish", nn.Mish)
+    try:
+        c = cfg(*tiny, "act=mish")
+        check_cells([c], data=False)  # liveness: the net learns
+        net = build_model(c)
+        assert _count(net, nn.Mish) == _count(build_model(cfg(*tiny)), nn.ReLU) and _count(net, nn.ReLU) == 0
+        assert key_fields(c)["act"] == "mish" and "act" not in key_fields(cfg(*tiny))  # its own run key
+        loss = F.cross_entropy(net(torch.randn(4, 3, 32, 32)), torch.randint(10, (4,)))
+        loss.backward()
+        assert all(p.grad is not None for p in net.parameters())
+    finally:
+        del ACTS["mish"]
 
 
 def test_signal_at_initialisation_is_constant_on_the_identity_path_and_grows_without_a_normalisation(cfg):

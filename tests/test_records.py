@@ -369,7 +369,7 @@ def test_the_wandb_reader_stops_at_a_record_whose_crc_does_not_match(tmp_path): 
 
     from wandb.proto.wandb_internal_pb2 import Record
 
-    from resnet_ablate.trackers import wandb_records
+    from resnet_ablate.trackers.wandb_files import wandb_records
 
     def chunk(record: Record) -> bytes:
         data = record.SerializeToString()
@@ -489,3 +489,21 @@ def test_an_official_claim_needs_the_official_fingerprints_where_they_are_known(
     forged = {**official, "test": "1" * 16}
     why = _inconsistent({"config": config, "status": "done", "iterations": 10, "data": forged})
     assert why == "official cifar10 data with a test fingerprint of '1111111111111111'"
+
+
+def test_the_writer_beside_the_reader_writes_nothing_the_reader_would_refuse(tmp_path):
+    """record.write checks a record as record.read will: a failed cell's record reads back; a done one with no
+    test error, or a status not of ours, is refused before anything is written, and what was there is kept."""
+    cfg = compose([*TINY, f"store.root={tmp_path}"])
+    directory = store.run_dir(cfg)
+    directory.mkdir(parents=True)
+    record.write_failed(directory, key_fields(cfg), "RuntimeError: boom")
+    assert record.read(directory).status == "failed" and record.read(directory).get("error") == "RuntimeError: boom"
+    before = (directory / "result.json").read_bytes()
+    for bad, why in [
+        ({"status": "done"}, "says done but holds no test_error"),
+        ({"status": "ok"}, "no status of ours"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            record.write(directory, {**record.read(directory).result, **bad})
+        assert (directory / "result.json").read_bytes() == before

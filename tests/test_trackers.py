@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from resnet_ablate import files, record, store, trackers
 from resnet_ablate.cli import app
 from resnet_ablate.sweep import run_cells
+from resnet_ablate.trackers import wandb_files
 from resnet_ablate.train import Training, TrainingError
 
 from .conftest import TINY, cli, start_cli
@@ -78,7 +79,7 @@ def _norms(directory: Path) -> list[dict]:
     ],
 )
 def test_a_tracker_that_cannot_run_is_a_one_line_error_before_the_store(tmp_path, monkeypatch, overrides, problem):
-    hidden = {p for p in trackers.KINDS if f"needs the {p} package" in problem}  # as if not installed
+    hidden = {p for p in trackers.TRACKERS if f"needs the {p} package" in problem}  # as if not installed
     real = trackers.importlib.util.find_spec
     monkeypatch.setattr(trackers.importlib.util, "find_spec", lambda name: None if name in hidden else real(name))
     for command in (["train"], ["sweep", "table2"]):
@@ -133,18 +134,18 @@ def test_wandb_offline_runs_hold_each_row_once_and_stacked_seeds_get_runs_of_the
         d = tmp_path / "store" / "runs" / result["key"]
         run_id = files.read_json(d / "trackers.json")["wandb"]["id"]
         ids.add(run_id)
-        history = trackers.wandb_history(d, run_id)
+        history = wandb_files.wandb_history(d, run_id)
         assert [h["_step"] for h in history] == [0, 8, 16, 24]  # over both segments, 16 once
         for row, logged in zip(_rows(d), history[1:]):
             assert {k: logged[k] for k in METRICS} == pytest.approx({k: row[k] for k in METRICS})
         assert [h["grad_flow/unit_001"] for h in history] == pytest.approx([n["norms"][1] for n in _norms(d)])
         segments = sorted((d / "wandb").glob(f"offline-run-*-{run_id}"))
         assert len(segments) == 2  # the run, then its resume
-        (run,) = [r.run for r in trackers.wandb_records(segments[0] / f"run-{run_id}.wandb") if r.HasField("run")]
+        (run,) = [r.run for r in wandb_files.wandb_records(segments[0] / f"run-{run_id}.wandb") if r.HasField("run")]
         config = {item.key: json.loads(item.value_json) for item in run.config.update}
         assert run.display_name == result["key"] and config["seed"] == result["config"]["seed"]
         assert config["unit"] == "original" and config["budget"] == "smoke"
-        records = trackers.wandb_records(segments[-1] / f"run-{run_id}.wandb")
+        records = wandb_files.wandb_records(segments[-1] / f"run-{run_id}.wandb")
         summary = {i.key: json.loads(i.value_json) for r in records if r.HasField("summary") for i in r.summary.update}
         assert summary["final_test_error"] == result["test_error"] and summary["status"] == "done"
     assert len(ids) == 2
@@ -170,7 +171,7 @@ def test_the_wandb_reader_reads_records_across_blocks_and_ignores_a_torn_tail(tm
     # finish() returns once W&B's service has the run's last record, not once its writer has put it on disk: the
     # last row (step 199) was missing in about one CI run in five. Stopping the service closes the file first.
     wandb.teardown()
-    history = trackers.wandb_history(tmp_path, "big1")
+    history = wandb_files.wandb_history(tmp_path, "big1")
     assert [h["_step"] for h in history] == list(range(200))
     assert all(
         h["grad_flow/unit_059"] == pytest.approx(h["_step"] + 0.059) and len(h["pad"]) == h["_step"] * 37 % 5000
@@ -179,7 +180,7 @@ def test_the_wandb_reader_reads_records_across_blocks_and_ignores_a_torn_tail(tm
     (path,) = tmp_path.glob("wandb/offline-run-*/run-big1.wandb")
     assert path.stat().st_size > 10 * 32768
     path.write_bytes(path.read_bytes()[: 5 * 32768 + 100])  # as a killed writer leaves it
-    torn = trackers.wandb_history(tmp_path, "big1")
+    torn = wandb_files.wandb_history(tmp_path, "big1")
     assert 0 < len(torn) < 200 and [h["_step"] for h in torn] == list(range(len(torn)))
 
 
@@ -267,7 +268,7 @@ def test_a_sweep_groups_its_runs_in_each_tracker(tmp_path, mlflow_uri):
     for d in tmp_path.glob("runs/*"):
         run_id = files.read_json(d / "trackers.json")["wandb"]["id"]
         (path,) = (d / "wandb").glob(f"*-{run_id}/run-{run_id}.wandb")
-        (run,) = [r.run for r in trackers.wandb_records(path) if r.HasField("run")]
+        (run,) = [r.run for r in wandb_files.wandb_records(path) if r.HasField("run")]
         assert run.run_group == group and run.job_type == "table2"
         assert list((d / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -328,6 +329,6 @@ def test_a_killed_run_resumes_its_tracker_runs_without_a_row_twice(tmp_path, sig
         (r["iteration"], pytest.approx(r["test_error"])) for r in rows
     ]
     run_id = files.read_json(d / "trackers.json")["wandb"]["id"]
-    history = trackers.wandb_history(d, run_id)
+    history = wandb_files.wandb_history(d, run_id)
     assert [h["_step"] for h in history] == [0, *(r["iteration"] for r in rows)]
     assert [h["test_error"] for h in history[1:]] == pytest.approx([r["test_error"] for r in rows])

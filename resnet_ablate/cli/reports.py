@@ -102,9 +102,9 @@ def plot(
     every run's test error and training loss in two panels (a colour per setting, a line style per seed).
     gradient-flow: the gradient reaching each unit. signal: each variant's activations and gradients at
     initialisation, no store needed."""
+    from ..record import scan
     from ..report.figures import plot as draw
     from ..report.figures import signal
-    from ..record import scan
 
     check_out(out_dir, folder=True)
     if name == "signal":
@@ -131,8 +131,8 @@ def report(
     """One self-contained HTML page: every paper table the store can fill, each table's verdicts (as its preset lays
     them out), the figures, the runs no table holds, and the provenance of every number."""
     from ..progress import doing
-    from ..report.page import report as render
     from ..record import scan
+    from ..report.page import report as render
 
     check_out(out_file, folder=False)
     root, where = parse_filters(filters)

@@ -22,7 +22,7 @@ def describe(
 ):
     """Architecture summary: parameters, multiply-adds, weight layers, units per stage, the unit's op order."""
     from ..models import describe as summary
-    from ..report.render import architecture
+    from ..report.render import architecture_table
     from ..validate import check_architecture, check_values
 
     cfg = compose_or_fail(overrides or [])
@@ -35,7 +35,7 @@ def describe(
     if as_json:
         print(json.dumps(info))
         return
-    out.print(architecture(info))
+    out.print(architecture_table(info))
 
 
 @app.command()
@@ -172,10 +172,10 @@ def _interrupted_by_sigterm():
 
 def _print_cells(cells, tflops: Optional[float]) -> None:
     from ..progress import doing
-    from ..report.render import cells as render
+    from ..report.render import sweep_cells
 
     with doing("counting each architecture's multiply-adds for the estimate"):
-        table, summary = render(cells, tflops)
+        table, summary = sweep_cells(cells, tflops)
     out.print(table)
     out.print(summary, highlight=False, markup=False)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
 
-from ..schema import Act, Block, Init, Norm
+from ..schema import Block, Init
 from .resnet import CONVS_PER_UNIT
 from .units import Placement
 
@@ -67,10 +67,8 @@ def refusal(cfg: DictConfig) -> str | None:
     """Why ``cfg``'s net cannot learn, in one line naming the combination and what would learn; None if it can.
     A branch that starts at 0 under a learnt scale that starts at (or near) 0 is refused by rule: each one's
     gradient is the other, 0 with ReZero's α = 0 and ~1e-7 with LayerScale's ε (it measures alive, barely)."""
-    init, kind, act = Init(cfg.init), str(cfg.shortcut.kind), Act(cfg.act)
-    combo = (
-        f"init={init.value} with shortcut={kind}, unit={cfg.unit.name}, norm={Norm(cfg.norm).value}, act={act.value}"
-    )
+    init, kind, act = Init(cfg.init), str(cfg.shortcut.kind), str(cfg.act)
+    combo = f"init={init.value} with shortcut={kind}, unit={cfg.unit.name}, norm={cfg.norm}, act={act}"
     starts_at_zero = init in (Init.zero_last, Init.fixup)
     if starts_at_zero and _learns_a_branch_scale(cfg):
         return (
@@ -83,7 +81,7 @@ def refusal(cfg: DictConfig) -> str | None:
         return None
     if starts_at_zero and Placement.from_spec(cfg.unit.branch, cfg.unit.after_add).post[-1:] == ("relu",):
         why = (
-            f"the branch ends in an activation after the layer {init.value} zeroes, and {act.value}'s gradient at 0 "
+            f"the branch ends in an activation after the layer {init.value} zeroes, and {act}'s gradient at 0 "
             "is 0, so no gradient reaches the branch; use init=he, an act whose slope at 0 is not 0 (elu, gelu, "
             "silu), or a unit whose branch ends in a conv or a BN (original, bn_after_add, relu_only_preact, "
             "full_preact)"

@@ -17,17 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..registry import Registry
 from .noise import Noise
 
-SHORTCUTS: dict[str, Callable[..., nn.Module]] = {}
+SHORTCUTS = Registry("shortcut")  # kind -> factory(cfg, in_ch, out_ch, stride, path, norm)
 PARAMETERS: dict[str, tuple[str, ...]] = {}  # per kind: the shortcut.* fields it reads
 
 
 def register(name: str, parameters: tuple[str, ...] = ()):
+    """Register a shortcut kind's factory and the ``shortcut.*`` parameters it reads."""
+
     def add(factory):
-        if name in SHORTCUTS:
-            raise KeyError(f"shortcut {name!r} is already registered")
-        SHORTCUTS[name], PARAMETERS[name] = factory, parameters
+        SHORTCUTS.register(name, factory)
+        PARAMETERS[name] = parameters
         return factory
 
     return add
@@ -161,6 +163,4 @@ def _dropout(cfg, in_ch, out_ch, stride, path, norm):
 
 def make_shortcut(cfg, in_ch: int, out_ch: int, stride: int, path: nn.Module, norm=nn.BatchNorm2d) -> nn.Module:
     kind = str(cfg.kind)
-    if kind not in SHORTCUTS:
-        raise ValueError(f"unknown shortcut {kind!r}; valid: {', '.join(SHORTCUTS)}")
-    return SHORTCUTS[kind](cfg, in_ch, out_ch, stride, path, norm)
+    return SHORTCUTS.get_valid(kind)(cfg, in_ch, out_ch, stride, path, norm)

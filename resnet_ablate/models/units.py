@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..schema import Act, Norm
+from ..registry import Registry
 from .noise import Noise
 
 OPS = ("conv", "bn", "relu")
@@ -63,7 +63,7 @@ class Placement:
 
 def zeroes_a_norm(branch: Sequence[str], norm: str) -> bool:
     """Whether ``init=zero_last`` zeroes a norm's γ (a norm follows the branch's last conv), not the last conv."""
-    return Norm(norm) is not Norm.none and "bn" in Placement.from_spec(branch, []).post
+    return norm != "none" and "bn" in Placement.from_spec(branch, []).post
 
 
 def group_norm(groups: int) -> Callable[[int], nn.Module]:
@@ -80,12 +80,16 @@ def group_norm(groups: int) -> Callable[[int], nn.Module]:
     return make
 
 
-NORMS: dict[Norm, Callable[[int], Callable[[int], nn.Module]]] = {  # (groups) -> (channels) -> the layer
-    Norm.batch: lambda groups: nn.BatchNorm2d,
-    Norm.group: group_norm,
-    Norm.none: lambda groups: lambda c: nn.Identity(),
-}
-ACTS: dict[Act, Callable[[], nn.Module]] = {Act.relu: nn.ReLU, Act.elu: nn.ELU, Act.gelu: nn.GELU, Act.silu: nn.SiLU}
+NORMS = Registry("norm")  # what a placement's "bn" is: (groups) -> (channels) -> the layer
+NORMS.register("batch", lambda groups: nn.BatchNorm2d)  # the paper's
+NORMS.register("group", group_norm)  # GroupNorm (Wu & He 2018), ``groups`` groups per layer
+NORMS.register("none", lambda groups: lambda channels: nn.Identity())  # SkipInit, Fixup
+
+ACTS = Registry("act")  # what a placement's "relu" is: () -> the layer
+ACTS.register("relu", nn.ReLU)  # the paper's
+ACTS.register("elu", nn.ELU)  # Clevert et al. 2016
+ACTS.register("gelu", nn.GELU)
+ACTS.register("silu", nn.SiLU)
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,11 @@ class Layers:
     """What a placement's ``bn`` and ``relu`` build: the chosen normalisation (per width) and activation."""
 
     norm: Callable[[int], nn.Module] = nn.BatchNorm2d
-    act: Callable[[], nn.Module] = ACTS[Act.relu]
+    act: Callable[[], nn.Module] = nn.ReLU
 
     @classmethod
     def of(cls, norm: str, act: str, groups: int = 8) -> Layers:
-        return cls(NORMS[Norm(norm)](groups), ACTS[Act(act)])
+        return cls(NORMS.get_valid(norm)(groups), ACTS.get_valid(act))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from scipy import stats
 
 from .. import axes
 from ..status import ENDED, Status
-from .tables import MUST_AGREE, describe, differing, named, select, show
+from .tables import MUST_AGREE, differing, named, select, show, spread_in_words
 
 ALPHA = 0.05
 BATCH = 1000  # resamples computed at once: memory stays ~n × 8 KB however many seeds (5,000 runs took 16 GB)
@@ -136,11 +136,11 @@ def _groups(ended: pd.DataFrame, axis: str, settings: list[Any], laid_out) -> di
     for s, g in groups.items():
         spread = differing(g, MUST_AGREE)
         if spread:
-            raise LookupError(f"the runs of {axis}={s} differ in {describe(spread)}")
+            raise LookupError(f"the runs of {axis}={s} differ in {spread_in_words(spread)}")
     free = _free([axis, *laid_out])
     spread = differing(pd.concat(groups.values()), [c for c in MUST_AGREE if c not in free])
     if spread:
-        raise LookupError(f"the runs of {axis}={','.join(map(str, settings))} differ in {describe(spread)}")
+        raise LookupError(f"the runs of {axis}={','.join(map(str, settings))} differ in {spread_in_words(spread)}")
     return groups
 
 

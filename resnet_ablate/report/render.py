@@ -90,7 +90,7 @@ def text(table: Table) -> str:
     return console.export_text()
 
 
-def architecture(info: dict[str, Any]) -> Table:
+def architecture_table(info: dict[str, Any]) -> Table:
     """``describe``'s summary: a row per figure."""
     table = Table(show_header=False, box=None)
     for key, value in info.items():
@@ -149,7 +149,7 @@ def comparison(result: pd.DataFrame, verdicts: list[str], axis: str, fmt: str) -
     return t
 
 
-def cells(cells: list, tflops: float | None) -> tuple[Table, str]:
+def sweep_cells(cells: list, tflops: float | None) -> tuple[Table, str]:
     """A sweep's cells: the axes that vary (as columns), status, SLURM job, run directory, GPU-hour estimate; and a
     summary line."""
     from ..cost import forward_macs, gpu_hours

@@ -103,7 +103,7 @@ def differing(runs: pd.DataFrame, columns) -> dict[str, list[str]]:
     return out
 
 
-def describe(spread: dict[str, list[str]]) -> str:
+def spread_in_words(spread: dict[str, list[str]]) -> str:
     """Differing values in words, and the filter that picks one: "iterations (24, 32); pick one, e.g.
     iterations=32"."""
     text = "; ".join(f"{c} ({', '.join(v)})" for c, v in spread.items())
@@ -195,7 +195,7 @@ def build(name: str, df: pd.DataFrame, filters: dict[str, Any] | None = None) ->
     settings = [a.column for a in axes.AXES if a.path.startswith(("train.", "data.")) and a.column not in laid_out]
     spread = differing(shown, settings)
     if spread:
-        raise LookupError(f"the runs of {name} differ in {describe(spread)}")
+        raise LookupError(f"the runs of {name} differ in {spread_in_words(spread)}")
     at_depth = _at_depth(name, shown, chosen)
     result = pd.DataFrame(
         {
@@ -254,7 +254,7 @@ def _ours(name: str, c: TableCell, sel: pd.DataFrame) -> dict[str, Any]:
     (else ``why`` says how they differ), and the runs behind it. Runs that differ in more than the seed are refused."""
     spread = differing(sel, MUST_AGREE)
     if spread:
-        raise LookupError(f"{name} cell {c.row!r} / {c.column!r} holds runs that differ in {describe(spread)}")
+        raise LookupError(f"{name} cell {c.row!r} / {c.column!r} holds runs that differ in {spread_in_words(spread)}")
     counted = (counted_error({"status": s, "test_error": _fraction(e)}) for s, e in zip(sel["status"], sel[c.metric]))
     values = pd.Series([v for v in counted if v is not None], dtype=float)
     median = values.median() if len(values) else None
