@@ -532,8 +532,7 @@ def test_a_permutation_p_is_called_exact_only_when_every_permutation_was_counted
 def test_the_papers_number_stands_plain_only_beside_its_own_net_and_recipe_and_every_difference_is_said(root):
     """One rule: plain (with Δ) where our runs are the paper's cell, in parentheses otherwise (no run; other data,
     depth, schedule), each difference said once per kind, with every value, in the note."""
-    from resnet_ablate.report.render import paper_table
-    from resnet_ablate.report.tables import fmt_paper, not_comparable_note
+    from resnet_ablate.report.render import fmt_paper, not_comparable_note, paper_table
 
     result, _ = build("table2", _paper_scale_runs())
     empty = result[result["n"] == 0].iloc[0]

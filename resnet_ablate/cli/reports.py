@@ -102,9 +102,9 @@ def plot(
     every run's test error and training loss in two panels (a colour per setting, a line style per seed).
     gradient-flow: the gradient reaching each unit. signal: each variant's activations and gradients at
     initialisation, no store needed."""
-    from ..record import scan
     from ..report.figures import plot as draw
     from ..report.figures import signal
+    from ..report.tables import records
 
     check_out(out_dir, folder=True)
     if name == "signal":
@@ -115,9 +115,10 @@ def plot(
         out.print("wrote " + ", ".join(map(str, files)))
         return
     root, where = parse_filters(filters)
-    note_skipped(scan(root)[1])
+    runs = records(root)  # the store read once
+    note_skipped(runs.attrs["skipped"])
     try:
-        files = draw(name, root, where, out_dir)
+        files = draw(name, root, where, out_dir, runs)
     except (ValueError, LookupError) as e:
         fail(str(e))
     out.print("wrote " + ", ".join(map(str, files)))
@@ -136,10 +137,11 @@ def report(
 
     check_out(out_file, folder=False)
     root, where = parse_filters(filters)
-    note_skipped(scan(root)[1])
+    scanned = scan(root)  # the store read once
+    note_skipped(scanned[1])
     try:
         with doing(f"report: reading {root}, laying out the tables, testing the verdicts, drawing the figures"):
-            html = render(root, where)
+            html = render(root, where, scanned)
     except (ValueError, LookupError) as e:
         fail(str(e))
     write_out(out_file, html)

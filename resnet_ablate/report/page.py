@@ -18,7 +18,8 @@ from .. import presets
 from ..record import scan
 from .compare import compare
 from .figures import FIGURES, plot
-from .tables import FOLLOW_UPS, build, frame, layout, named, not_comparable_note, select, show, table_runs
+from .render import layout, not_comparable_note
+from .tables import FOLLOW_UPS, build, frame, named, select, show, table_runs
 
 PAGE = jinja2.Template(
     """<!doctype html>
@@ -181,9 +182,10 @@ def _provenance(found: list, missing: int) -> dict[str, str]:
     }
 
 
-def report(root: str | Path, filters: dict[str, Any]) -> str:
-    """The report's HTML for the store at ``root``, restricted by ``filters``: a section per dataset and budget."""
-    scanned = scan(root)  # once: a store may hold thousands of runs
+def report(root: str | Path, filters: dict[str, Any], scanned: tuple | None = None) -> str:
+    """The report's HTML for the store at ``root`` (``record.scan``'s, unless already made: ``scanned``),
+    restricted by ``filters``: a section per dataset and budget."""
+    scanned = scanned or scan(root)  # once: a store may hold thousands of runs
     df, found = frame(*scanned), {r.key: r for r in scanned[0]}
     if df.empty:
         raise LookupError("no finished runs in the store; run a sweep first (resnet-ablate sweep PRESET)")

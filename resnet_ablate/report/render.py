@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .tables import in_words
+
 FORMATS = ("rich", "md", "latex", "csv")
 
 # LaTeX's special characters, and the symbols our text holds that pdflatex refuses as raw Unicode
@@ -101,7 +103,6 @@ def architecture_table(info: dict[str, Any]) -> Table:
 
 def paper_table(name: str, result: pd.DataFrame, header: dict[str, Any], fmt: str) -> Table | str:
     """A paper table (``tables.build``'s rows) laid out as the paper's, with its title and note."""
-    from .tables import layout, not_comparable_note
 
     title = f"{name}: test error (%), ours = median (mean±std) n=seeds, " + " ".join(
         f"{k}={v}" for k, v in header.items() if k not in ("table", "complete")
@@ -265,3 +266,58 @@ def bench(rows: list[dict], title: str) -> Table:
             f"{r['x_baseline']:.2f}" if r.get("x_baseline") else "",
         )
     return t
+
+
+def fmt_ours(r: pd.Series) -> str:
+    """The median (mean±std) n=seeds; "fail" only after the paper's schedule; diverged runs named and counted, the
+    error they ended with where they have one."""
+    if not r["n"]:
+        return "missing (0 done)"
+    median = r["ours_median"]
+    diverged = r["diverged"]
+    if median is None or pd.isna(median):  # the middle run diverged with no error to show
+        return f"diverged n={r['n']}" + (f", {diverged} diverged" if diverged < r["n"] else "")
+    number = f"{median:.2f}"
+    if r["n"] > 1 and r["ours_std"] is not None and not pd.isna(r["ours_std"]):
+        number += f" ({r['ours_mean']:.2f}±{r['ours_std']:.2f})"
+    word = "diverged" if diverged == r["n"] else "fail" if r["fail"] else ""
+    text = f"{word} ({number})" if word else number
+    return f"{text} n={r['n']}" + (f", {diverged} diverged" if 0 < diverged < r["n"] else "")
+
+
+def fmt_paper(r: pd.Series) -> str:
+    """The paper's number: plain where our runs are its net and recipe (Δ beside it), else in parentheses (no run,
+    or runs that differ: the note under the table says how)."""
+    v = r["paper"]
+    text = v if isinstance(v, str) else "" if v is None or pd.isna(v) else f"{v:.2f}"  # None: the source has none
+    return text if r["comparable"] or not text else f"({text})"
+
+
+NOT_COMPARABLE = "Paper numbers in parentheses have no Δ: their cell has no run, or our runs differ from the paper's:"
+
+
+def not_comparable_note(result: pd.DataFrame) -> str:
+    """The note under a table: how our runs differ from the paper's, every difference once per kind, shortest first
+    (each cell's own: ``--format csv``, column ``why``)."""
+    if result["comparable"].all():
+        return ""
+    reasons = in_words([d for differences in result["differences"] for d in differences])
+    if not reasons:
+        return f"{NOT_COMPARABLE.partition(', or')[0]}."
+    return f"{NOT_COMPARABLE} {'; '.join(reasons)}. Each cell's: --format csv, column why."
+
+
+def layout(result: pd.DataFrame) -> pd.DataFrame:
+    """The paper's shape: a row per paper row; per paper column (the net, named with its depth where that is not the
+    paper's), ours / paper / Δ."""
+    shown = result.assign(
+        ours=result.apply(fmt_ours, axis=1),
+        paper=result.apply(fmt_paper, axis=1),
+        delta=result["delta"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:+.2f}"),
+    )
+    wide = shown.pivot(index="shown_row", columns="shown_column", values=["ours", "paper", "delta"])
+    wide = wide.swaplevel(0, 1, axis=1)
+    columns = list(dict.fromkeys(result["shown_column"]))
+    wide = wide[[(c, k) for c in columns for k in ("ours", "paper", "delta")]].rename(columns={"delta": "Δ"}, level=1)
+    wide.columns.names = [None, None]
+    return wide.loc[list(dict.fromkeys(result["shown_row"]))].rename_axis(None)

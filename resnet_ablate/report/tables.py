@@ -2,7 +2,7 @@
 (each table's cells and numbers are its preset's, ``conf/sweep/tableN.yaml``).
 
 ``records(root)`` gives one row per ended run; ``build(name, records, filters)`` gives one row per table cell
-(ours: median, mean, std, n; the paper's number; Δ); ``layout`` pivots that into the paper's shape.
+(ours: median, mean, std, n; the paper's number; Δ); ``render.layout`` pivots that into the paper's shape.
 """
 
 from __future__ import annotations
@@ -301,58 +301,3 @@ def _filter_to_add(df: pd.DataFrame, settings: dict[str, Any], filters: dict[str
 
 def _fraction(percent):
     return None if percent is None or pd.isna(percent) else percent / 100
-
-
-def fmt_ours(r: pd.Series) -> str:
-    """The median (mean±std) n=seeds; "fail" only after the paper's schedule; diverged runs named and counted, the
-    error they ended with where they have one."""
-    if not r["n"]:
-        return "missing (0 done)"
-    median = r["ours_median"]
-    diverged = r["diverged"]
-    if median is None or pd.isna(median):  # the middle run diverged with no error to show
-        return f"diverged n={r['n']}" + (f", {diverged} diverged" if diverged < r["n"] else "")
-    number = f"{median:.2f}"
-    if r["n"] > 1 and r["ours_std"] is not None and not pd.isna(r["ours_std"]):
-        number += f" ({r['ours_mean']:.2f}±{r['ours_std']:.2f})"
-    word = "diverged" if diverged == r["n"] else "fail" if r["fail"] else ""
-    text = f"{word} ({number})" if word else number
-    return f"{text} n={r['n']}" + (f", {diverged} diverged" if 0 < diverged < r["n"] else "")
-
-
-def fmt_paper(r: pd.Series) -> str:
-    """The paper's number: plain where our runs are its net and recipe (Δ beside it), else in parentheses (no run,
-    or runs that differ: the note under the table says how)."""
-    v = r["paper"]
-    text = v if isinstance(v, str) else "" if v is None or pd.isna(v) else f"{v:.2f}"  # None: the source has none
-    return text if r["comparable"] or not text else f"({text})"
-
-
-NOT_COMPARABLE = "Paper numbers in parentheses have no Δ: their cell has no run, or our runs differ from the paper's:"
-
-
-def not_comparable_note(result: pd.DataFrame) -> str:
-    """The note under a table: how our runs differ from the paper's, every difference once per kind, shortest first
-    (each cell's own: ``--format csv``, column ``why``)."""
-    if result["comparable"].all():
-        return ""
-    reasons = in_words([d for differences in result["differences"] for d in differences])
-    if not reasons:
-        return f"{NOT_COMPARABLE.partition(', or')[0]}."
-    return f"{NOT_COMPARABLE} {'; '.join(reasons)}. Each cell's: --format csv, column why."
-
-
-def layout(result: pd.DataFrame) -> pd.DataFrame:
-    """The paper's shape: a row per paper row; per paper column (the net, named with its depth where that is not the
-    paper's), ours / paper / Δ."""
-    shown = result.assign(
-        ours=result.apply(fmt_ours, axis=1),
-        paper=result.apply(fmt_paper, axis=1),
-        delta=result["delta"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:+.2f}"),
-    )
-    wide = shown.pivot(index="shown_row", columns="shown_column", values=["ours", "paper", "delta"])
-    wide = wide.swaplevel(0, 1, axis=1)
-    columns = list(dict.fromkeys(result["shown_column"]))
-    wide = wide[[(c, k) for c in columns for k in ("ours", "paper", "delta")]].rename(columns={"delta": "Δ"}, level=1)
-    wide.columns.names = [None, None]
-    return wide.loc[list(dict.fromkeys(result["shown_row"]))].rename_axis(None)
