@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from . import checkpoint, record, store
 from .config import compose, conf_dir, key_fields, with_seed
 from .files import remove_leftovers, set_aside, write_json
-from .record import read_result
 from .status import ENDED, Status
 from .workers import mps_daemon, start_worker
 
@@ -29,7 +28,7 @@ def run_pack(cfg: DictConfig) -> list[dict[str, Any]]:
         procs = [start_worker(line, ds, gpu, len(lines)) for line, ds in zip(lines, directories)]
         for proc in procs:
             proc.wait()
-    results = [read_result(d) or {"status": "did not end", "key": d.name} for ds in directories for d in ds]
+    results = [record.read_result(d) or {"status": "did not end", "key": d.name} for ds in directories for d in ds]
     left = [r["key"] for r in results if r["status"] not in [s.value for s in ENDED]]
     if left:
         raise RuntimeError(f"cells that did not end in this job: {left}")
@@ -64,7 +63,7 @@ def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
             if not locks.enter_context(store.cell_lock(directory)):
                 results[directory] = {"status": Status.running.value, "key": directory.name}
             elif not store.needs_run(c, directory):
-                results[directory] = read_result(directory)
+                results[directory] = record.read_result(directory)
             else:
                 _prepare(directory)
                 ckpt = checkpoint.load(directory / "checkpoint.pt", c)
@@ -80,7 +79,7 @@ def run_cells(cfg: DictConfig, progress=None) -> list[dict[str, Any]]:
                 )
             except TrainingError as e:
                 for c, directory in group:
-                    if read_result(directory) is None:  # not ended (diverged) before the error
+                    if record.read_result(directory) is None:  # not ended (diverged) before the error
                         record.write_failed(directory, key_fields(c), str(e))
                 raise
             results.update(zip(directories, ended))
@@ -96,7 +95,7 @@ def _prepare(directory: Path) -> None:
         write_json(directory / "scheduler.json", {"slurm_job_id": f"{job}_{task}" if task else job})
     for name in remove_leftovers(directory):
         print(f"removed {directory / name}, left by a writer that was killed")
-    result = read_result(directory)
+    result = record.read_result(directory)
     if result is None:
         if (directory / "result.json").exists():  # not one of ours: set aside (numbered), never deleted
             kept = set_aside(directory / "result.json")

@@ -107,7 +107,7 @@ def sweep(
         check_launcher(args)
     except ValueError as e:
         fail(str(e))
-    args += flags(force, retry_failed, fail_fast, gpus)
+    args += flag_overrides(force, retry_failed, fail_fast, gpus)
     try:
         with doing(f"{preset}: composing the cells and checking that each can learn (liveness)"):
             cells = plan(preset, args)
@@ -214,7 +214,7 @@ def status(
     note_skipped(skipped)
 
 
-def flags(force: bool, retry_failed: bool, fail_fast: bool, gpus: str | None) -> list[str]:
+def flag_overrides(force: bool, retry_failed: bool, fail_fast: bool, gpus: str | None) -> list[str]:
     """The sweep command's flags as overrides."""
     from ..grid import quote
 
