@@ -4,6 +4,7 @@ and the runner stay apart. The table is read from the doc itself, so the map can
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,13 @@ def test_the_check_catches_an_upward_import(graph):
         "models.resnet (networks) imports store (records)",
         "report.tables (report) imports sweep (runner)",
     ]
+
+
+def test_every_package_of_the_map_ships_in_the_wheel():
+    """A new folder of modules (cli/, trackers/) is a package the wheel must list, or an installed copy breaks."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in [*ROOT.glob("resnet_ablate/**/__init__.py"), *ROOT.glob("hydra_plugins/*/__init__.py")]
+    }
+    assert found <= listed, f"packages pyproject.toml does not ship: {sorted(found - listed)}"
