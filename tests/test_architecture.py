@@ -4,10 +4,10 @@ and the runner stay apart. The table is read from the doc itself, so the map can
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "architecture.md"
