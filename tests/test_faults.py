@@ -318,6 +318,7 @@ def _sweep_args(tmp_path, iterations=400):
         "unit=original",
         "seed=0",
         f"train.iterations={iterations}",
+        "train.batch_size=32",  # long enough to be killed mid-run, cheap to finish on resume
         "train.milestones=[200,300]",
         "train.warmup_iterations=0",
         "train.eval_every=4",
