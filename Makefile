@@ -24,7 +24,7 @@ test: setup
 	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py benchmarks/attacks.py benchmarks/plan.py benchmarks/fidelity_cpu.py benchmarks/scale.py
 	$(BIN)/python -m pytest -q --durations=30
 
-# The daily loop (about 5 minutes on 2 cores): everything but the end-to-end runs of real processes (`slow`).
+# The daily loop (about 7 minutes on 2 cores): everything but the end-to-end runs of real processes (`slow`).
 test-fast: setup
 	$(BIN)/ruff check resnet_ablate hydra_plugins tests benchmarks/faults.py benchmarks/attacks.py benchmarks/plan.py benchmarks/fidelity_cpu.py benchmarks/scale.py
 	$(BIN)/python -m pytest -q -m "not slow"
